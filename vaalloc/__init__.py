@@ -1,0 +1,40 @@
+"""vaalloc: model virtual-address-range allocation and ARM LPAE page tables.
+
+The package is layered; each layer imports only those below it:
+
+* :mod:`vaalloc.alloc` -- the generic bitmap-backed range allocator.
+* :mod:`vaalloc.lpae` -- descriptors, page tables, walks, MMU and TLB.
+* :mod:`vaalloc.xen` -- the Xen-on-ARM32 model: vmap, p2m, VLPT, log-dirty.
+* :mod:`vaalloc.cli` -- the ``vaalloc`` command.
+
+The names re-exported here are the conformance surface described in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from vaalloc.errors import (
+    AlignmentError,
+    InvalidFree,
+    InvariantError,
+    LogDirtyError,
+    MappingError,
+    OutOfSpace,
+    RangeError,
+    SnapshotError,
+    VAAllocError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AlignmentError",
+    "InvalidFree",
+    "InvariantError",
+    "LogDirtyError",
+    "MappingError",
+    "OutOfSpace",
+    "RangeError",
+    "SnapshotError",
+    "VAAllocError",
+    "__version__",
+]
