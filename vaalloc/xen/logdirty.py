@@ -1,0 +1,188 @@
+"""Log-dirty mode: write-protect guest RAM, catch the writes, report and re-arm.
+
+The state machine and the TLB maintenance are documented in docs/vlpt.md. In short:
+
+* ``enable``: reserve VLPT slots (OutOfSpace changes nothing), split 1GB blocks, install the
+  slots, write-protect every RAM leaf (type ``ram_rw`` -> ``ram_logdirty``), one ``TLBIALLIS``
+  for the domain's VMID.
+* the fault handler (stage-2 permission fault on a guest write): reads the level-2 entry through
+  the second-level view; a ``ram_logdirty`` 2MB block is split into 512 write-protected pages
+  (the written page alone becomes dirty); reads the leaf through the leaf view, writes it back
+  ``ram_rw`` + writable through the same VA, records the frame, local ``TLBIALL`` (ARMv7 has no
+  invalidate by IPA).
+* ``peek(clean=True)``: returns the dirty frames and re-protects exactly those, then one
+  ``TLBIALLIS``.
+* ``disable``: every RAM leaf back to ``ram_rw``, slots removed (hyp flushes), ``TLBIALLIS``.
+
+The dirty set beside the p2m is an index, not the truth: :meth:`LogDirty.scan` derives the same
+set from the p2m types, and the tests keep the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import groupby
+from typing import TYPE_CHECKING
+
+from vaalloc.errors import LogDirtyError, MappingError
+from vaalloc.xen.layout import (
+    DESC_ADDR_MASK,
+    LPAE_ENTRY_MASK,
+    P2M_RAM_LOGDIRTY,
+    P2M_RAM_RW,
+    P2M_TYPE_MASK,
+    P2M_TYPE_SHIFT,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    S2_WRITE,
+    SECOND_SHIFT,
+)
+from vaalloc.xen.p2m import is_block, is_table, leaf_to_rw, p2m_type
+from vaalloc.xen.tableio import read_table, write_table
+from vaalloc.xen.vlptmath import gb_span
+
+if TYPE_CHECKING:
+    from vaalloc.xen.domain import Domain
+    from vaalloc.xen.system import Xen
+
+__all__ = ["LogDirty"]
+
+_TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
+_TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
+_PROTECT_CLEAR = ~(S2_WRITE | P2M_TYPE_MASK)
+
+
+class LogDirty:
+    """Log-dirty operations of a :class:`~vaalloc.xen.system.Xen` (``xen.logdirty``)."""
+
+    def __init__(self, xen: Xen) -> None:
+        self.xen = xen
+
+    # --- state changes ----------------------------------------------------------------------
+    def enable(self, d: Domain) -> None:
+        """Start tracking ``d``'s writes.
+
+        Raises LogDirtyError if already tracking or destroyed, OutOfSpace if the VLPT window
+        has no run of slots for ``d`` (nothing changed in either case). Cost: one pass over
+        the p2m tables, ``nr_slots`` xen_second writes, one TLBIALLIS.
+        """
+        self.xen.check_domain(d)
+        if d.logdirty:
+            raise LogDirtyError(f"log-dirty already enabled on domain {d.domid}")
+        lookup = self.xen.lookup
+        lookup.reserve(d)
+        first_gb, nr = gb_span(d.ram_base, d.ram_size)
+        split = False
+        for gb in range(first_gb, first_gb + nr):
+            split |= d.stage2.split_gb(gb << 30)
+        if split:
+            self.xen.flush_guest_all(d)
+        lookup.on_enable(d)
+        d.stage2.protect_all()
+        d.dirty = set()
+        d.logdirty = True
+        self.xen.flush_guest_all(d)
+
+    def disable(self, d: Domain) -> None:
+        """Stop tracking: RAM leaves writable again, slots removed, dirty set dropped.
+
+        Split superpages stay split. Raises LogDirtyError when not tracking.
+        """
+        self.xen.check_domain(d)
+        if not d.logdirty:
+            raise LogDirtyError(f"log-dirty is not enabled on domain {d.domid}")
+        d.stage2.unprotect_all()
+        self.xen.lookup.on_disable(d)
+        d.logdirty = False
+        d.dirty = set()
+        self.xen.flush_guest_all(d)
+
+    # --- reporting --------------------------------------------------------------------------
+    def peek(self, d: Domain, clean: bool = True) -> set[int]:
+        """Guest frame numbers (``ipa >> 12``) written since the last clean.
+
+        With ``clean``, write-protects exactly those pages again (grouped per level-3 table)
+        and issues one TLBIALLIS: O(dirty pages). Raises LogDirtyError when not tracking.
+        """
+        self.xen.check_domain(d)
+        if not d.logdirty:
+            raise LogDirtyError(f"peek: log-dirty is not enabled on domain {d.domid}")
+        dirty = d.dirty
+        if not clean:
+            return set(dirty)
+        d.dirty = set()
+        if dirty:
+            self._reprotect(d, dirty)
+            self.xen.flush_guest_all(d)
+        return dirty
+
+    def _reprotect(self, d: Domain, gfns: Iterable[int]) -> None:
+        """Write-protect the leaves of ``gfns`` (dirty pages: 4KB leaves of type ram_rw)."""
+        mem = self.xen.mem
+        writes = 0
+        shift = SECOND_SHIFT - PAGE_SHIFT
+        for chunk, group in groupby(sorted(gfns), key=lambda g: g >> shift):
+            l3 = d.stage2.l3_pa(chunk << SECOND_SHIFT)
+            if l3 is None:
+                continue  # RAM removed since the write
+            table = l3 & ~(PAGE_SIZE - 1)
+            entries = read_table(mem, table)
+            for gfn in group:
+                i = gfn & LPAE_ENTRY_MASK
+                e = entries[i]
+                if e & P2M_TYPE_MASK == _TYPE_RW and e & 1:
+                    entries[i] = (e & _PROTECT_CLEAR) | _TYPE_LOGDIRTY
+                    writes += 1
+            write_table(mem, table, entries)
+        self.xen.ledger.add("p2m_pte_writes", writes)
+
+    def scan(self, d: Domain) -> set[int]:
+        """The dirty set as the p2m says it: frames of 4KB leaves of type ``ram_rw`` (plus every
+        frame of a ``ram_rw`` 2MB block) while tracking. O(RAM); for tests and tools."""
+        if not d.logdirty:
+            return set()
+        out: set[int] = set()
+        for ipa, size, desc in d.stage2.leaves():
+            if p2m_type(desc) == P2M_RAM_RW:
+                out.update(range(ipa >> PAGE_SHIFT, (ipa + size) >> PAGE_SHIFT))
+        return out
+
+    # --- the fault handler ------------------------------------------------------------------
+    def handle_fault(self, cpu: int, d: Domain, ipa: int) -> None:
+        """Resolve a stage-2 write permission fault of ``d`` at ``ipa`` taken on ``cpu``.
+
+        Reads go through the VLPT on ``cpu``'s MMU (second-level view first, so a superpage is
+        never looked up in the leaf view, where it would fault). Raises MappingError if the
+        fault is not a log-dirty one (e.g. a ``ram_ro`` page): nothing is changed then.
+        """
+        lookup = self.xen.lookup
+        ledger = self.xen.ledger
+        l2 = lookup.read_second(cpu, d, ipa)
+        if is_block(l2):
+            if l2 & P2M_TYPE_MASK == _TYPE_LOGDIRTY:
+                d.stage2.split_block(ipa)
+                ledger.add("superpage_splits")
+                # Break-before-make: the 2MB entry may sit in any CPU's TLB.
+                self.xen.flush_guest_all(d)
+            elif l2 & S2_WRITE:
+                ledger.add("spurious_faults")
+                self.xen.flush_guest_local(cpu, d)
+                return
+            else:
+                raise MappingError(f"d{d.domid}: write to read-only 2MB block at {ipa:#x}")
+        elif not is_table(l2):
+            raise MappingError(f"d{d.domid}: no p2m mapping at IPA {ipa:#x}")
+        leaf = lookup.read_leaf(cpu, d, ipa)
+        kind = leaf & P2M_TYPE_MASK
+        if kind == _TYPE_LOGDIRTY and leaf & 1:
+            lookup.write_leaf(cpu, d, ipa, leaf_to_rw(leaf))
+            ledger.add("p2m_pte_writes")
+            d.dirty.add(ipa >> PAGE_SHIFT)
+        elif kind == _TYPE_RW and leaf & S2_WRITE:
+            ledger.add("spurious_faults")
+        else:
+            raise MappingError(
+                f"d{d.domid}: write fault at IPA {ipa:#x} on a non-log-dirty leaf {leaf:#x} "
+                f"(p2m type {p2m_type(leaf)}, table {leaf & DESC_ADDR_MASK:#x})"
+            )
+        self.xen.flush_guest_local(cpu, d)

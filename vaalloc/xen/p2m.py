@@ -1,0 +1,408 @@
+"""A domain's p2m: the ARMv7 stage-2 tables (40-bit IPA) mapping its RAM, built as Xen does.
+
+The tables are written straight into :class:`vaalloc.lpae.PhysicalMemory` with the exact
+descriptors Xen writes (``mfn_to_p2m_entry``), so :class:`vaalloc.lpae.PageTable` walks them and
+Xen's hyp walker can read them through the VLPT.  The root is level 1: two concatenated pages,
+1024 entries of 1GB.  Guest RAM frames are taken in 2MB-aligned runs (one per 2MB of IPA), so
+a 4GB guest costs 2048 allocations, not a million.
+
+Ownership: this module allocates every table frame and RAM run of the domain and frees them
+in :meth:`P2M.free`; ``PageTable`` only adopts the root to walk it.
+
+Invariants (checked by the tests):
+
+* level-1 and level-2 entries are invalid, a table (``P2M_TABLE_ATTRS``, AF=1) or a RAM block;
+  no level-1 block survives :meth:`P2M.split_gb` (the VLPT never copies a 1GB block);
+* every valid RAM leaf has type ``ram_rw`` (writable) or ``ram_logdirty`` (write-protected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from vaalloc.errors import MappingError, RangeError
+from vaalloc.xen.layout import (
+    DESC_ADDR_MASK,
+    DESC_TABLE,
+    DESC_TYPE_BLOCK,
+    DESC_TYPE_MASK,
+    DESC_TYPE_TABLE,
+    FIRST_SHIFT,
+    FIRST_SIZE,
+    LPAE_ENTRIES,
+    LPAE_ENTRY_MASK,
+    P2M_IPA_BITS,
+    P2M_RAM_LOGDIRTY,
+    P2M_RAM_LOGDIRTY_ATTRS,
+    P2M_RAM_RW,
+    P2M_RAM_RW_ATTRS,
+    P2M_ROOT_ENTRIES,
+    P2M_ROOT_PAGES,
+    P2M_TABLE_ATTRS,
+    P2M_TYPE_MASK,
+    P2M_TYPE_SHIFT,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PTE_SIZE,
+    S2_WRITE,
+    SECOND_SHIFT,
+    SECOND_SIZE,
+)
+from vaalloc.xen.ledger import Ledger
+from vaalloc.xen.tableio import read_table, write_table
+
+__all__ = [
+    "P2M",
+    "P2MChange",
+    "is_block",
+    "is_table",
+    "leaf_to_logdirty",
+    "leaf_to_rw",
+    "p2m_type",
+]
+
+#: Callback ``(level, ipa, old, new)`` told of every level-1/level-2 entry change.
+P2MChange = Callable[[int, int, int, int], None]
+
+_TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
+_TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
+_PROTECT_CLEAR = ~(S2_WRITE | P2M_TYPE_MASK)
+
+
+def is_table(desc: int) -> bool:
+    """True if ``desc`` is a table (levels 1-2) or page (level 3) descriptor (0b11)."""
+    return desc & DESC_TYPE_MASK == DESC_TYPE_TABLE
+
+
+def is_block(desc: int) -> bool:
+    """True if ``desc`` is a block descriptor (0b01; invalid at level 3)."""
+    return desc & DESC_TYPE_MASK == DESC_TYPE_BLOCK
+
+
+def p2m_type(desc: int) -> int:
+    """The p2m type Xen keeps in software bits 55-58 of a leaf."""
+    return (desc & P2M_TYPE_MASK) >> P2M_TYPE_SHIFT
+
+
+def leaf_to_logdirty(desc: int) -> int:
+    """Write-protect a ``ram_rw`` leaf as ``ram_logdirty``; other leaves are returned as is."""
+    if desc & P2M_TYPE_MASK == _TYPE_RW and desc & 1:
+        return (desc & _PROTECT_CLEAR) | _TYPE_LOGDIRTY
+    return desc
+
+
+def leaf_to_rw(desc: int) -> int:
+    """Make a ``ram_logdirty`` leaf ``ram_rw`` and writable; other leaves are returned as is."""
+    if desc & P2M_TYPE_MASK == _TYPE_LOGDIRTY and desc & 1:
+        return (desc & _PROTECT_CLEAR) | _TYPE_RW | S2_WRITE
+    return desc
+
+
+def _protect_table(values: list[int]) -> tuple[list[int], int]:
+    """Bulk :func:`leaf_to_logdirty` over one table; returns the new table and #changed."""
+    out = [
+        (e & _PROTECT_CLEAR) | _TYPE_LOGDIRTY if e & P2M_TYPE_MASK == _TYPE_RW and e & 1 else e
+        for e in values
+    ]
+    changed = sum(1 for a, b in zip(values, out, strict=True) if a != b)
+    return out, changed
+
+
+def _unprotect_table(values: list[int]) -> tuple[list[int], int]:
+    """Bulk :func:`leaf_to_rw` over one table; returns the new table and #changed."""
+    out = [
+        (e & _PROTECT_CLEAR) | _TYPE_RW | S2_WRITE
+        if e & P2M_TYPE_MASK == _TYPE_LOGDIRTY and e & 1
+        else e
+        for e in values
+    ]
+    changed = sum(1 for a, b in zip(values, out, strict=True) if a != b)
+    return out, changed
+
+
+class P2M:
+    """The stage-2 tables and RAM frames of one domain, and the edits Xen makes to them.
+
+    ``mem`` is the shared :class:`~vaalloc.lpae.PhysicalMemory`; ``ledger`` counts
+    ``p2m_pte_writes``; ``on_change`` (settable) is told of every level-1/level-2 entry that
+    changes, so the VLPT can update slots and flush the hyp VAs that changed.
+    """
+
+    def __init__(self, mem: object, ledger: Ledger, name: str = "p2m") -> None:
+        self.mem = mem
+        self.ledger = ledger
+        self.name = name
+        self.on_change: P2MChange | None = None
+        # Root: level 1, two concatenated pages (1024 entries), aligned to its size.
+        self.root: int = self._mem_alloc(P2M_ROOT_PAGES, P2M_ROOT_PAGES)
+        self._tables: set[int] = set()  # level-2 and level-3 table frames we own
+        self._runs: dict[int, int] = {}  # 2MB index (ipa >> 21) -> PA of its RAM run
+
+    # --- memory helpers ---------------------------------------------------------------------
+    def _mem_alloc(self, n: int, align: int) -> int:
+        pa: int = self.mem.alloc_frames(n, align)  # type: ignore[attr-defined]
+        return pa
+
+    def _read(self, pa: int) -> int:
+        v: int = self.mem.read64(pa)  # type: ignore[attr-defined]
+        return v
+
+    def write_entry(self, level: int, ipa: int, pa: int, value: int) -> None:
+        """Store descriptor ``value`` at ``pa`` (the level-``level`` entry for ``ipa``).
+
+        Table-level changes are reported to ``on_change`` *after* the store, with the old
+        value, so the listener sees memory in its new state.
+        """
+        old = self._read(pa)
+        self.mem.write64(pa, value)  # type: ignore[attr-defined]
+        self.ledger.add("p2m_pte_writes")
+        if level < 3 and old != value and self.on_change is not None:
+            self.on_change(level, ipa, old, value)
+
+    def _new_table(self, values: list[int] | None = None) -> int:
+        pa = self._mem_alloc(1, 1)
+        self._tables.add(pa)
+        if values is not None:
+            write_table(self.mem, pa, values)
+            self.ledger.add("p2m_pte_writes", len(values))
+        return pa
+
+    def _free_table(self, pa: int) -> None:
+        self._tables.discard(pa)
+        self.mem.free_frames(pa)  # type: ignore[attr-defined]
+
+    # --- lookups ----------------------------------------------------------------------------
+    @staticmethod
+    def check_ipa(ipa: int) -> None:
+        """Raise RangeError unless ``ipa`` is a valid 40-bit IPA."""
+        if not 0 <= ipa < 1 << P2M_IPA_BITS:
+            raise RangeError(f"IPA {ipa:#x} outside the 40-bit IPA space")
+
+    def l1_pa(self, ipa: int) -> int:
+        """PA of the level-1 (root) entry for ``ipa``."""
+        return self.root + (ipa >> FIRST_SHIFT) * PTE_SIZE
+
+    def read_l1(self, ipa: int) -> int:
+        """The level-1 (root) entry covering ``ipa``."""
+        return self._read(self.l1_pa(ipa))
+
+    def l2_pa(self, ipa: int) -> int | None:
+        """PA of the level-2 entry for ``ipa``, or None when level 1 is not a table."""
+        l1 = self._read(self.l1_pa(ipa))
+        if not is_table(l1):
+            return None
+        return (l1 & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+
+    def l3_pa(self, ipa: int) -> int | None:
+        """PA of the level-3 entry for ``ipa``, or None when level 2 is not a table."""
+        l2pa = self.l2_pa(ipa)
+        if l2pa is None:
+            return None
+        l2 = self._read(l2pa)
+        if not is_table(l2):
+            return None
+        return (l2 & DESC_ADDR_MASK) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+
+    def leaf(self, ipa: int) -> tuple[int, int, int] | None:
+        """``(level, entry_pa, descriptor)`` of the valid leaf mapping ``ipa``, else None."""
+        l1pa = self.l1_pa(ipa)
+        d = self._read(l1pa)
+        if is_block(d):
+            return 1, l1pa, d
+        if not is_table(d):
+            return None
+        l2pa = (d & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        d = self._read(l2pa)
+        if is_block(d):
+            return 2, l2pa, d
+        if not is_table(d):
+            return None
+        l3pa = (d & DESC_ADDR_MASK) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        d = self._read(l3pa)
+        return (3, l3pa, d) if is_table(d) else None
+
+    # --- building ---------------------------------------------------------------------------
+    def _ensure_l2(self, ipa: int) -> int:
+        """PA of the level-2 table under ``ipa``'s root entry, created if missing.
+
+        Xen's p2m_create_table: the entry is written with P2M_TABLE_ATTRS (AF=1, XN=1).
+        """
+        l1pa = self.l1_pa(ipa)
+        l1 = self._read(l1pa)
+        if is_table(l1):
+            return l1 & DESC_ADDR_MASK
+        if is_block(l1):
+            raise MappingError(f"{self.name}: IPA {ipa:#x} is inside a 1GB block")
+        table = self._new_table()
+        self.write_entry(1, ipa, l1pa, table | P2M_TABLE_ATTRS)
+        return table
+
+    def populate(self, ipa: int, size: int, superpage: bool, *, logdirty: bool = False) -> None:
+        """Map fresh RAM at ``[ipa, ipa + size)`` (2MB aligned pieces, or a partial last one).
+
+        Each 2MB of IPA gets one RAM run (2MB aligned frames) mapped either as one 2MB block
+        (``superpage`` and a whole 2MB) or as a new level-3 table of 512 pages, of type
+        ``ram_rw`` or, with ``logdirty``, clean ``ram_logdirty`` (write-protected). Raises
+        MappingError if any part is already mapped (checked before anything changes).
+        """
+        self.check_ipa(ipa)
+        self.check_ipa(ipa + size - 1)
+        if ipa % SECOND_SIZE or size <= 0 or size % PAGE_SIZE:
+            raise RangeError(f"{self.name}: populate({ipa:#x}, {size:#x}) not 2MB/4KB aligned")
+        for chunk in range(ipa, ipa + size, SECOND_SIZE):
+            if chunk >> SECOND_SHIFT in self._runs:
+                raise MappingError(f"{self.name}: IPA {chunk:#x} already populated")
+        for chunk in range(ipa, ipa + size, SECOND_SIZE):
+            n = min(SECOND_SIZE, ipa + size - chunk) >> PAGE_SHIFT
+            self._populate_2mb(chunk, n, superpage and n == LPAE_ENTRIES, logdirty)
+
+    def _populate_2mb(self, chunk: int, nr_pages: int, block: bool, logdirty: bool) -> None:
+        run = self._mem_alloc(nr_pages, LPAE_ENTRIES)
+        self._runs[chunk >> SECOND_SHIFT] = run
+        l2 = self._ensure_l2(chunk)
+        l2pa = l2 + ((chunk >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        leaf = P2M_RAM_LOGDIRTY_ATTRS if logdirty else P2M_RAM_RW_ATTRS
+        if block:
+            self.write_entry(2, chunk, l2pa, run | leaf)
+            return
+        page = leaf | DESC_TABLE
+        values = [run + (i << PAGE_SHIFT) | page for i in range(nr_pages)]
+        values += [0] * (LPAE_ENTRIES - nr_pages)
+        table = self._new_table(values)
+        self.write_entry(2, chunk, l2pa, table | P2M_TABLE_ATTRS)
+
+    def depopulate(self, ipa: int, size: int) -> None:
+        """Remove the RAM at ``[ipa, ipa + size)`` (whole 2MB pieces) and free its frames.
+
+        Frees the level-3 tables that held it and any level-2 table left empty (Xen's
+        balloon-out path). Raises MappingError (nothing changed) if a piece is not populated.
+        """
+        if ipa % SECOND_SIZE or size <= 0 or size % SECOND_SIZE:
+            raise RangeError(f"{self.name}: depopulate({ipa:#x}, {size:#x}) not 2MB aligned")
+        chunks = range(ipa, ipa + size, SECOND_SIZE)
+        for chunk in chunks:
+            if chunk >> SECOND_SHIFT not in self._runs:
+                raise MappingError(f"{self.name}: IPA {chunk:#x} is not populated")
+        for chunk in chunks:
+            l2pa = self.l2_pa(chunk)
+            assert l2pa is not None  # populated => level 1 is a table
+            old = self._read(l2pa)
+            self.write_entry(2, chunk, l2pa, 0)
+            if is_table(old):
+                self._free_table(old & DESC_ADDR_MASK)
+            self.mem.free_frames(self._runs.pop(chunk >> SECOND_SHIFT))  # type: ignore[attr-defined]
+            self._free_l2_if_empty(chunk)
+
+    def _free_l2_if_empty(self, ipa: int) -> None:
+        l1pa = self.l1_pa(ipa)
+        l1 = self._read(l1pa)
+        table = l1 & DESC_ADDR_MASK
+        if any(read_table(self.mem, table)):
+            return
+        self.write_entry(1, ipa, l1pa, 0)
+        self._free_table(table)
+
+    # --- splits -----------------------------------------------------------------------------
+    def split_gb(self, ipa: int) -> bool:
+        """Replace a 1GB block at ``ipa``'s root entry by a table of 512 2MB blocks.
+
+        Break-before-make: the caller flushes the guest TLB (the block is unchanged in
+        meaning). Returns False if there was no 1GB block.
+        """
+        l1pa = self.l1_pa(ipa)
+        l1 = self._read(l1pa)
+        if not is_block(l1):
+            return False
+        base = l1 & DESC_ADDR_MASK & ~(FIRST_SIZE - 1)
+        attrs = l1 & ~DESC_ADDR_MASK
+        table = self._new_table([base + (i << SECOND_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
+        self.write_entry(1, ipa, l1pa, 0)
+        self.write_entry(1, ipa, l1pa, table | P2M_TABLE_ATTRS)
+        return True
+
+    def split_block(self, ipa: int) -> int:
+        """Split the 2MB block mapping ``ipa`` into a level-3 table of 512 pages.
+
+        The pages keep the block's attributes and type. Writes the level-2 entry
+        break-before-make (invalid first, then the table); the caller does the stage-2 TLB
+        maintenance. Returns the new table's PA. Raises MappingError if no 2MB block maps ipa.
+        """
+        l2pa = self.l2_pa(ipa)
+        old = self._read(l2pa) if l2pa is not None else 0
+        if l2pa is None or not is_block(old):
+            raise MappingError(f"{self.name}: no 2MB block maps IPA {ipa:#x}")
+        base = old & DESC_ADDR_MASK & ~(SECOND_SIZE - 1)
+        attrs = (old & ~DESC_ADDR_MASK) | DESC_TABLE
+        table = self._new_table([base + (i << PAGE_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
+        self.write_entry(2, ipa, l2pa, 0)
+        self.write_entry(2, ipa, l2pa, table | P2M_TABLE_ATTRS)
+        return table
+
+    # --- bulk walks -------------------------------------------------------------------------
+    def l2_tables(self) -> Iterator[tuple[int, int]]:
+        """Yield ``(gb_index, l2_table_pa)`` for every root entry that is a table."""
+        for i, e in enumerate(read_table(self.mem, self.root, P2M_ROOT_ENTRIES)):
+            if is_table(e):
+                yield i, e & DESC_ADDR_MASK
+
+    def _edit_leaves(self, edit: Callable[[list[int]], tuple[list[int], int]]) -> int:
+        """Apply a whole-table edit to every leaf table and to 2MB blocks; returns #changed."""
+        changed = 0
+        for _gb, l2 in self.l2_tables():
+            entries = read_table(self.mem, l2)
+            blocks = [e if is_block(e) else 0 for e in entries]
+            new_blocks, n = edit(blocks)
+            if n:
+                merged = [
+                    nb if is_block(e) else e for e, nb in zip(entries, new_blocks, strict=True)
+                ]
+                write_table(self.mem, l2, merged)
+                changed += n
+            for e in entries:
+                if is_table(e):
+                    t = e & DESC_ADDR_MASK
+                    new, n = edit(read_table(self.mem, t))
+                    if n:
+                        write_table(self.mem, t, new)
+                        changed += n
+        self.ledger.add("p2m_pte_writes", changed)
+        return changed
+
+    def protect_all(self) -> int:
+        """Write-protect every ``ram_rw`` leaf as ``ram_logdirty``. O(tables). Returns #leaves."""
+        return self._edit_leaves(_protect_table)
+
+    def unprotect_all(self) -> int:
+        """Make every ``ram_logdirty`` leaf ``ram_rw`` and writable. Returns #leaves changed."""
+        return self._edit_leaves(_unprotect_table)
+
+    def leaves(self) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(ipa, size, descriptor)`` for every valid leaf, ascending."""
+        for gb, l2 in self.l2_tables():
+            for i2, e in enumerate(read_table(self.mem, l2)):
+                base = (gb << FIRST_SHIFT) + (i2 << SECOND_SHIFT)
+                if is_block(e):
+                    yield base, SECOND_SIZE, e
+                elif is_table(e):
+                    for i3, leaf in enumerate(read_table(self.mem, e & DESC_ADDR_MASK)):
+                        if is_table(leaf):
+                            yield base + (i3 << PAGE_SHIFT), PAGE_SIZE, leaf
+
+    def populated(self, ipa: int) -> bool:
+        """True if the 2MB piece holding ``ipa`` has RAM."""
+        return ipa >> SECOND_SHIFT in self._runs
+
+    @property
+    def frames(self) -> int:
+        """Number of table frames this p2m holds (root pages included)."""
+        return len(self._tables) + P2M_ROOT_PAGES
+
+    def free(self) -> None:
+        """Free every RAM run and table frame, root included. The P2M is dead afterwards."""
+        for run in self._runs.values():
+            self.mem.free_frames(run)  # type: ignore[attr-defined]
+        self._runs.clear()
+        for t in list(self._tables):
+            self._free_table(t)
+        self.mem.free_frames(self.root)  # type: ignore[attr-defined]
+        self.root = -1

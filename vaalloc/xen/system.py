@@ -1,0 +1,331 @@
+"""The Xen-on-ARM32 system: memory, Xen's tables, CPUs with MMUs, domains, VLPT, log-dirty.
+
+``Xen(cpus=2)`` boots a model hypervisor: it allocates Xen's own tables in a fresh
+:class:`~vaalloc.lpae.PhysicalMemory`, gives every CPU an :class:`~vaalloc.lpae.MMU` whose hyp
+regime (HTTBR) points at that CPU's ``xen_pgtable``, and installs the VLPT loop slot. Everything
+the model does afterwards is real memory traffic: dump ``xen.mem.frames()`` into an emulator,
+point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.read_va``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
+from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, Fault, PageTable, PhysicalMemory
+from vaalloc.xen.domain import Domain
+from vaalloc.xen.domheap import Domheap
+from vaalloc.xen.layout import (
+    GUEST_RAM_BASE,
+    MAX_VMID,
+    MB,
+    P2M_IPA_BITS,
+    PAGE_SIZE,
+)
+from vaalloc.xen.ledger import Ledger
+from vaalloc.xen.logdirty import LogDirty
+from vaalloc.xen.p2m import P2M
+from vaalloc.xen.pagetables import XenPageTables
+from vaalloc.xen.sched import context_switch
+from vaalloc.xen.vlpt import P2MLookup, PartitionedVLPT
+from vaalloc.xen.vmap import Vmap
+
+__all__ = ["Xen"]
+
+_STRATEGIES = {"partitioned": PartitionedVLPT}
+
+
+def _make_mmu(mem: PhysicalMemory, tlb_entries: int, stale_check: bool) -> Any:
+    from vaalloc.lpae import MMU, TLB  # type: ignore[attr-defined]
+
+    return MMU(mem, tlb=TLB(capacity=tlb_entries), stale_check=stale_check)
+
+
+class Xen:
+    """A model Xen 4.3 on ``cpus`` ARMv7 CPUs with LPAE.
+
+    Keyword arguments: ``pa_bits`` of physical memory (40), ``xenheap_size`` mapped at 1GB
+    (8MB), ``tlb_entries`` per CPU TLB (512), ``stale_check`` (False: when True every TLB hit
+    is checked against a fresh walk and stale hits are recorded in ``mmu.stale_hits``),
+    ``lookup`` strategy name (``"partitioned"``).
+
+    Raises RangeError for a bad CPU count or option.
+    """
+
+    def __init__(
+        self,
+        cpus: int = 2,
+        *,
+        pa_bits: int = 40,
+        xenheap_size: int = 8 * MB,
+        tlb_entries: int = 512,
+        stale_check: bool = False,
+        lookup: str = "partitioned",
+    ) -> None:
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 32:
+            raise RangeError(f"Xen(cpus={cpus!r}): expected 1..32 CPUs")
+        if lookup not in _STRATEGIES:
+            raise RangeError(f"Xen(lookup={lookup!r}): expected one of {sorted(_STRATEGIES)}")
+        self.mem = PhysicalMemory(pa_bits=pa_bits)
+        self.ledger = Ledger()
+        self.pagetables = XenPageTables(self.mem, self.ledger, cpus, xenheap_size)
+        self.mmus: list[Any] = []
+        for cpu in range(cpus):
+            mmu = _make_mmu(self.mem, tlb_entries, stale_check)
+            mmu.set_hyp(httbr=self.pagetables.pgtable[cpu], fmt=ARMV7_S1)
+            self.mmus.append(mmu)
+        self.current: list[Domain | None] = [None] * cpus
+        self.domains: dict[int, Domain] = {}
+        self._next_domid = 1
+        self._vmids: set[int] = set()
+        self.lookup: P2MLookup = _STRATEGIES[lookup](self)
+        self.logdirty = LogDirty(self)
+        self.vmap_area = Vmap(self)
+        self.domheap = Domheap(self)
+        self.boot_frames = self.mem.frames_in_use
+
+    # --- CPUs and Xen's view of memory -------------------------------------------------------
+    @property
+    def cpus(self) -> int:
+        """Number of CPUs."""
+        return len(self.mmus)
+
+    @property
+    def vlpt(self) -> PartitionedVLPT:
+        """The VLPT (the lookup strategy when it is ``partitioned``)."""
+        if not isinstance(self.lookup, PartitionedVLPT):
+            raise RangeError(f"lookup strategy {self.lookup.name!r} has no VLPT window")
+        return self.lookup
+
+    def check_cpu(self, cpu: int) -> None:
+        """Raise RangeError unless ``cpu`` names a CPU of this system."""
+        if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < self.cpus:
+            raise RangeError(f"CPU {cpu!r} does not exist (this Xen has {self.cpus})")
+
+    def httbr(self, cpu: int) -> int:
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        self.check_cpu(cpu)
+        return self.pagetables.pgtable[cpu]
+
+    def read_va(self, cpu: int, va: int) -> int:
+        """Read the 64-bit word at hyp VA ``va`` on ``cpu`` through its MMU and TLB.
+
+        Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``. Raises RangeError for a bad CPU and
+        ``vaalloc.lpae.FaultError`` (a VAAllocError, ``.fault`` says why) if ``va`` does not
+        translate for a read.
+        """
+        self.check_cpu(cpu)
+        mmu = self.mmus[cpu]
+        counters = mmu.counters
+        misses, reads = counters["misses"], counters["walk_reads"]
+        value: int = mmu.hyp_read64(va)
+        self.ledger.add("hyp_tlb_misses", counters["misses"] - misses)
+        self.ledger.add("hyp_walk_reads", counters["walk_reads"] - reads)
+        return value
+
+    def write_va(self, cpu: int, va: int, value: int) -> None:
+        """Write a 64-bit word at hyp VA ``va`` on ``cpu`` (through its MMU). Raises like
+        :meth:`read_va` (a permission fault for a read-only mapping)."""
+        self.check_cpu(cpu)
+        mmu = self.mmus[cpu]
+        counters = mmu.counters
+        misses, reads = counters["misses"], counters["walk_reads"]
+        mmu.hyp_write64(va, value)
+        self.ledger.add("hyp_tlb_misses", counters["misses"] - misses)
+        self.ledger.add("hyp_walk_reads", counters["walk_reads"] - reads)
+
+    # --- TLB maintenance ---------------------------------------------------------------------
+    def flush_xen_va(self, va: int) -> None:
+        """TLBIMVAHIS: drop hyp translations of ``va`` on every CPU (xen_second is shared)."""
+        for mmu in self.mmus:
+            mmu.tlbi("TLBIMVAH", va)
+        self.ledger.tlbi("TLBIMVAHIS")
+
+    def flush_xen_va_local(self, cpu: int, va: int) -> None:
+        """TLBIMVAH on ``cpu`` only (per-CPU mappings: the domheap)."""
+        self.mmus[cpu].tlbi("TLBIMVAH", va)
+        self.ledger.tlbi("TLBIMVAH")
+
+    def flush_guest_all(self, d: Domain) -> None:
+        """TLBIALLIS for ``d``'s VMID: its stage-1/2 entries leave every CPU's TLB."""
+        for mmu in self.mmus:
+            mmu.tlbi("TLBIALL", vmid=d.vmid)
+        self.ledger.tlbi("TLBIALLIS")
+
+    def flush_guest_local(self, cpu: int, d: Domain) -> None:
+        """TLBIALL for ``d``'s VMID on ``cpu`` (ARMv7: no invalidate by IPA exists)."""
+        self.mmus[cpu].tlbi("TLBIALL", vmid=d.vmid)
+        self.ledger.tlbi("TLBIALL")
+
+    def load_stage2(self, cpu: int, d: Domain) -> None:
+        """Load VTTBR (root and VMID of ``d``) on ``cpu``."""
+        self.mmus[cpu].set_stage2(vttbr=d.stage2.root, vmid=d.vmid, fmt=ARMV7_S2_40)
+
+    # --- domains ------------------------------------------------------------------------------
+    def check_domain(self, d: Domain) -> None:
+        """Raise RangeError unless ``d`` is a live domain of this Xen."""
+        if not isinstance(d, Domain) or self.domains.get(d.domid) is not d:
+            raise RangeError(f"{d!r} is not a live domain of this Xen")
+
+    def create_domain(self, ram: int, *, superpages: bool = False) -> Domain:
+        """Create a domain with ``ram`` bytes of RAM at IPA 0x80000000; return it.
+
+        The p2m maps RAM with 4KB pages, or with 2MB blocks where a whole aligned 2MB fits when
+        ``superpages``. Frames come in 2MB-aligned runs. Raises RangeError for a size that is
+        not a positive multiple of 4KB or does not fit the 40-bit IPA space, OutOfSpace when
+        VMIDs or physical memory run out (nothing leaked).
+        """
+        if isinstance(ram, bool) or not isinstance(ram, int) or ram <= 0 or ram % PAGE_SIZE:
+            raise RangeError(f"create_domain(ram={ram!r}): expected a positive multiple of 4KB")
+        if GUEST_RAM_BASE + ram > 1 << P2M_IPA_BITS:
+            raise RangeError(f"create_domain(ram={ram:#x}): beyond the 40-bit IPA space")
+        vmid = next((v for v in range(1, MAX_VMID + 1) if v not in self._vmids), None)
+        if vmid is None:
+            raise OutOfSpace(f"create_domain: all {MAX_VMID} VMIDs in use")
+        domid = self._next_domid
+        stage2 = P2M(self.mem, self.ledger, name=f"d{domid}.p2m")
+        try:
+            p2m = PageTable(self.mem, ARMV7_S2_40, root=stage2.root)
+            stage2.populate(GUEST_RAM_BASE, ram, superpages)
+        except BaseException:
+            stage2.free()
+            raise
+        d = Domain(domid, vmid, GUEST_RAM_BASE, ram, superpages, stage2, p2m)
+        stage2.on_change = lambda level, ipa, old, new: self.lookup.on_p2m_change(
+            d, level, ipa, old, new
+        )
+        self._next_domid += 1
+        self._vmids.add(vmid)
+        self.domains[domid] = d
+        return d
+
+    def destroy_domain(self, d: Domain) -> None:
+        """Destroy ``d``: every frame it held returns to the allocator, its VMID is flushed.
+
+        Raises LogDirtyError while log-dirty is on (disable first), RangeError for a dead
+        domain; nothing changes then.
+        """
+        self.check_domain(d)
+        if d.logdirty:
+            raise LogDirtyError(f"destroy_domain: domain {d.domid} is in log-dirty mode")
+        for cpu in range(self.cpus):
+            if self.current[cpu] is d:
+                context_switch(self, cpu, None)
+        self.flush_guest_all(d)  # the VMID will be reused
+        d.stage2.free()
+        self._vmids.discard(d.vmid)
+        del self.domains[d.domid]
+        d.alive = False
+
+    def context_switch(self, cpu: int, d: Domain | None) -> None:
+        """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`."""
+        context_switch(self, cpu, d)
+
+    # --- p2m changes --------------------------------------------------------------------------
+    def p2m_populate(self, d: Domain, ipa: int, size: int) -> None:
+        """Give ``d`` fresh RAM at ``[ipa, ipa + size)`` inside its RAM range (2MB aligned).
+
+        While log-dirty is on the new leaves are clean (write-protected). New p2m tables are
+        reported to the VLPT. Raises RangeError / MappingError (nothing changed).
+        """
+        self.check_domain(d)
+        if not (d.in_ram(ipa) and d.in_ram(ipa + size - 1)) or size <= 0:
+            raise RangeError(f"p2m_populate: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
+        d.stage2.populate(ipa, size, d.superpages, logdirty=d.logdirty)
+
+    def p2m_depopulate(self, d: Domain, ipa: int, size: int) -> None:
+        """Take RAM ``[ipa, ipa + size)`` (2MB aligned) away from ``d`` (balloon out).
+
+        Frees its frames and emptied tables, flushes the guest TLB for ``d``'s VMID and the
+        hyp VAs of the VLPT that changed. Dirty frames in the range are dropped from the dirty
+        set. Raises RangeError / MappingError (nothing changed).
+        """
+        self.check_domain(d)
+        if not (d.in_ram(ipa) and d.in_ram(ipa + size - 1)) or size <= 0:
+            raise RangeError(f"p2m_depopulate: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
+        d.stage2.depopulate(ipa, size)
+        self.flush_guest_all(d)
+        lo, hi = ipa >> 12, (ipa + size) >> 12
+        d.dirty = {g for g in d.dirty if not lo <= g < hi}
+
+    # --- guest accesses ----------------------------------------------------------------------
+    def _guest_access(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        self.check_domain(d)
+        self.check_cpu(cpu)
+        if not isinstance(ipa, int) or not d.in_ram(ipa):
+            raise RangeError(f"guest access at IPA {ipa!r} outside {d!r}'s RAM")
+        if self.current[cpu] is not d:
+            context_switch(self, cpu, d)
+        mmu = self.mmus[cpu]
+        t = mmu.guest_translate(ipa, access=access)
+        if isinstance(t, Fault) and t.kind == "permission" and access == "write" and d.logdirty:
+            self.ledger.add("faults")
+            self.logdirty.handle_fault(cpu, d, ipa)
+            t = mmu.guest_translate(ipa, access=access)
+        if isinstance(t, Fault):
+            raise MappingError(
+                f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{t.stage} "
+                f"{t.kind} fault at level {t.level}"
+            )
+        pa: int = t.pa
+        return pa
+
+    def guest_write(self, d: Domain, ipa: int, cpu: int = 0, value: int | None = None) -> int:
+        """Guest ``d`` writes at ``ipa`` on ``cpu``; return the PA written.
+
+        Switches ``cpu`` to ``d`` if needed, translates through stage 2 on that CPU's MMU, and
+        takes the log-dirty fault path when the page is write-protected. With ``value`` None
+        only the access path is modelled (no data stored, so writing all of a 4GB guest does
+        not materialise 4GB of frames); otherwise the 64-bit ``value`` is stored at the
+        8-byte-aligned PA. Raises RangeError outside guest RAM, MappingError on a real fault.
+        """
+        pa = self._guest_access(d, ipa, cpu, "write")
+        if value is not None:
+            self.mem.write64(pa & ~7, value)
+        return pa
+
+    def guest_read(self, d: Domain, ipa: int, cpu: int = 0) -> int:
+        """Guest ``d`` reads the 64-bit word at ``ipa`` (8-byte aligned down) on ``cpu``."""
+        pa = self._guest_access(d, ipa, cpu, "read")
+        value: int = self.mem.read64(pa & ~7)
+        return value
+
+    # --- Xen's own mappings --------------------------------------------------------------------
+    def vmap(self, mfns: list[int]) -> int:
+        """Map frames in the vmap area (see :meth:`Vmap.vmap`)."""
+        return self.vmap_area.vmap(mfns)
+
+    def vunmap(self, va: int) -> int:
+        """Unmap a vmap allocation (see :meth:`Vmap.vunmap`)."""
+        return self.vmap_area.vunmap(va)
+
+    def vmalloc(self, size: int) -> int:
+        """Allocate and map fresh frames (see :meth:`Vmap.vmalloc`)."""
+        return self.vmap_area.vmalloc(size)
+
+    def vfree(self, va: int) -> None:
+        """Free a vmalloc allocation (see :meth:`Vmap.vfree`)."""
+        self.vmap_area.vfree(va)
+
+    def map_domain_page(self, cpu: int, mfn: int) -> int:
+        """Map ``mfn`` in ``cpu``'s domheap (see :meth:`Domheap.map_domain_page`)."""
+        return self.domheap.map_domain_page(cpu, mfn)
+
+    def unmap_domain_page(self, cpu: int, va: int) -> None:
+        """Release a domheap mapping (see :meth:`Domheap.unmap_domain_page`)."""
+        self.domheap.unmap_domain_page(cpu, va)
+
+    # --- checks --------------------------------------------------------------------------------
+    def stale_hits(self) -> list[Any]:
+        """Every stale TLB hit recorded by any CPU's MMU (needs ``stale_check=True``)."""
+        return [hit for mmu in self.mmus for hit in mmu.stale_hits]
+
+    def check(self) -> None:
+        """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent."""
+        self.pagetables.check()
+        check = getattr(self.lookup, "check", None)
+        if check is not None:
+            check()
+        for d in self.domains.values():
+            if d.logdirty and d.dirty != self.logdirty.scan(d):
+                raise InvariantError(f"d{d.domid}: dirty set differs from the p2m types")

@@ -1,0 +1,251 @@
+"""How the log-dirty fault handler finds a p2m entry: the ``P2MLookup`` strategies.
+
+:class:`P2MLookup` is the interface (hooks the rest of the model calls at the right moments,
+plus the two reads the handler needs); :class:`PartitionedVLPT` is the per-domain VLPT of the
+thread's last message: every log-dirty domain owns a run of window slots, installed once at
+enable, so context switch touches no slot. Other strategies (slots rewritten at switch, a
+``map_domain_page`` walk per lookup) plug in behind the same interface.
+
+The window is a :class:`vaalloc.alloc.RangeAllocator` over ``[128MB, 256MB)`` with 2MB granules
+(one per ``xen_second`` slot), first fit, no guard; the loop slot is reserved in it at boot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from vaalloc.alloc import RangeAllocator
+from vaalloc.errors import InvariantError, RangeError
+from vaalloc.xen.layout import (
+    DESC_ADDR_MASK,
+    FIRST_SHIFT,
+    PAGE_SIZE,
+    SECOND_SHIFT,
+    SECOND_SIZE,
+    VLPT_FIRST_SLOT,
+    VLPT_LOOP_SLOT,
+    VLPT_LOOP_VA,
+    VLPT_VIRT_END,
+    VLPT_VIRT_START,
+)
+from vaalloc.xen.p2m import is_block, is_table
+from vaalloc.xen.tableio import read_table
+from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, third_va
+
+if TYPE_CHECKING:
+    from vaalloc.xen.domain import Domain
+    from vaalloc.xen.system import Xen
+
+__all__ = ["P2MLookup", "PartitionedVLPT", "SlotRun"]
+
+
+@attrs.frozen
+class SlotRun:
+    """A domain's run of window slots: ``nr`` slots from ``first_slot`` for gigabytes
+    ``first_gb ..`` of its IPA space."""
+
+    first_slot: int
+    first_gb: int
+    nr: int
+
+    @property
+    def va(self) -> int:
+        """Hyp VA of the first slot (start of the domain's leaf view)."""
+        return slot_va(self.first_slot)
+
+    def slots(self) -> range:
+        """The ``xen_second`` indices of the run."""
+        return range(self.first_slot, self.first_slot + self.nr)
+
+
+class P2MLookup:
+    """Interface of a p2m lookup strategy for the fault handler (all hooks default to no-op).
+
+    * ``reserve(d)`` before anything changes at enable: claim resources, may raise
+      OutOfSpace (then nothing changed);
+    * ``on_enable(d)`` / ``on_disable(d)``: install / remove what the strategy needs;
+    * ``on_context_switch(cpu, prev, next)``: called by ``context_switch``;
+    * ``on_p2m_change(d, level, ipa, old, new)``: a level-1/2 p2m entry of a tracked domain
+      changed (memory already holds ``new``);
+    * ``read_second(cpu, d, ipa)`` / ``read_leaf(cpu, d, ipa)`` / ``write_leaf``: the handler's
+      accesses to the level-2 entry and the leaf, as that CPU would make them.
+    """
+
+    name = "abstract"
+
+    def reserve(self, d: Domain) -> None:
+        """Claim what enable needs for ``d``; raise (changing nothing) if impossible."""
+
+    def on_enable(self, d: Domain) -> None:
+        """Install the lookup for ``d`` (after :meth:`reserve`)."""
+
+    def on_disable(self, d: Domain) -> None:
+        """Remove the lookup for ``d`` and release what :meth:`reserve` claimed."""
+
+    def on_context_switch(self, cpu: int, prev: Domain | None, next_: Domain | None) -> None:
+        """React to ``cpu`` switching from ``prev`` to ``next_``."""
+
+    def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
+        """React to a level-1/2 entry of tracked domain ``d`` changing."""
+
+    def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
+        """The level-2 p2m entry covering ``ipa``."""
+        raise NotImplementedError
+
+    def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
+        """The level-3 p2m entry translating ``ipa`` (level 2 must be a table)."""
+        raise NotImplementedError
+
+    def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
+        """Store the level-3 p2m entry translating ``ipa``."""
+        raise NotImplementedError
+
+
+class PartitionedVLPT(P2MLookup):
+    """The per-domain VLPT: each log-dirty domain owns a run of ``xen_second`` window slots.
+
+    ``third_va`` / ``second_va`` give the leaf and level-2 views; reads and writes go through
+    the CPU's hyp MMU and TLB (``Xen.read_va``), and are counted as ``vlpt_reads`` /
+    ``vlpt_writes``. Context switch does nothing.
+    """
+
+    name = "partitioned"
+
+    def __init__(self, xen: Xen) -> None:
+        self.xen = xen
+        self.window = RangeAllocator(
+            VLPT_VIRT_START,
+            VLPT_VIRT_END,
+            granule=SECOND_SIZE,
+            policy="first-fit",
+            guard=False,
+            name="vlpt",
+        )
+        self.window.reserve(VLPT_LOOP_VA, 1)  # the loop slot, installed at boot
+        self.runs: dict[int, SlotRun] = {}  # domid -> run
+        self._installed: set[int] = set()  # domids whose slots are live
+
+    # --- arithmetic -------------------------------------------------------------------------
+    def run(self, d: Domain) -> SlotRun:
+        """The slot run of ``d``; raises RangeError if ``d`` has none (not log-dirty)."""
+        r = self.runs.get(d.domid)
+        if r is None:
+            raise RangeError(f"domain {d.domid} has no VLPT slots (log-dirty is off)")
+        return r
+
+    def third_va(self, d: Domain, ipa: int) -> int:
+        """Hyp VA of the p2m leaf translating ``ipa`` (see :func:`vlptmath.third_va`)."""
+        r = self.run(d)
+        return third_va(r.first_slot, r.first_gb, r.nr, ipa)
+
+    def second_va(self, d: Domain, ipa: int) -> int:
+        """Hyp VA of the p2m level-2 entry covering ``ipa`` (via the loop slot)."""
+        r = self.run(d)
+        return second_va(VLPT_LOOP_SLOT, r.first_slot, r.first_gb, r.nr, ipa)
+
+    def slot_of(self, d: Domain, ipa: int) -> int:
+        """The window slot showing the gigabyte of ``ipa``."""
+        r = self.run(d)
+        return r.first_slot + (ipa >> FIRST_SHIFT) - r.first_gb
+
+    # --- hooks ------------------------------------------------------------------------------
+    def reserve(self, d: Domain) -> None:
+        """Carve ``d``'s consecutive slots out of the window (OutOfSpace if no run fits)."""
+        first_gb, nr = gb_span(d.ram_base, d.ram_size)
+        va = self.window.alloc(nr)
+        self.runs[d.domid] = SlotRun(va >> SECOND_SHIFT, first_gb, nr)
+
+    def on_enable(self, d: Domain) -> None:
+        """Copy ``d``'s p2m first-level entries into its slots (one xen_second write each).
+
+        No TLB maintenance: the slots were invalid, and a TLB never holds a translation fault.
+        """
+        r = self.run(d)
+        pt = self.xen.pagetables
+        for k, slot in enumerate(r.slots()):
+            l1 = d.stage2.read_l1((r.first_gb + k) << FIRST_SHIFT)
+            if is_block(l1):
+                raise InvariantError(f"domain {d.domid}: 1GB block at GB {r.first_gb + k}")
+            if is_table(l1):
+                pt.write_second(slot, l1)
+        self._installed.add(d.domid)
+
+    def on_disable(self, d: Domain) -> None:
+        """Clear ``d``'s slots, flush every hyp VA that translated through them, free the run."""
+        r = self.run(d)
+        pt = self.xen.pagetables
+        for slot in r.slots():
+            old = pt.read_second(slot)
+            if is_table(old):
+                pt.write_second(slot, 0)
+                self._flush_slot(slot, old)
+        self._installed.discard(d.domid)
+        self.window.free(r.va)
+        del self.runs[d.domid]
+
+    def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
+        """Keep ``d``'s slots equal to its first-level entries; flush VAs that changed.
+
+        Level 1: rewrite the slot (a 1GB block is refused: never copied). Level 2: the leaf
+        view page ``slot_va + i2 * 4KB`` changes translation; flush it if it was valid.
+        """
+        if d.domid not in self._installed:
+            return
+        slot = self.slot_of(d, ipa)
+        pt = self.xen.pagetables
+        if level == 1:
+            if is_block(new):
+                raise InvariantError(f"domain {d.domid}: refusing to copy a 1GB block")
+            was = pt.read_second(slot)
+            pt.write_second(slot, new if is_table(new) else 0)
+            if is_table(was):
+                self._flush_slot(slot, was)
+        elif level == 2 and is_table(old):
+            self.xen.flush_xen_va(slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE)
+
+    def _flush_slot(self, slot: int, old_l1: int) -> None:
+        """Flush the valid pages of a slot that held ``old_l1``: its leaf-view pages whose p2m
+        level-2 entry is a table, and its second-level view page under the loop."""
+        l2 = read_table(self.xen.mem, old_l1 & DESC_ADDR_MASK)
+        base = slot_va(slot)
+        for i2, e in enumerate(l2):
+            if is_table(e):
+                self.xen.flush_xen_va(base + i2 * PAGE_SIZE)
+        self.xen.flush_xen_va(loop_page_va(VLPT_LOOP_SLOT, slot))
+
+    # --- the handler's accesses -------------------------------------------------------------
+    def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
+        """Read the level-2 entry through the loop view on ``cpu``'s MMU."""
+        self.xen.ledger.add("vlpt_reads")
+        return self.xen.read_va(cpu, self.second_va(d, ipa))
+
+    def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
+        """Read the leaf through the leaf view on ``cpu``'s MMU."""
+        self.xen.ledger.add("vlpt_reads")
+        return self.xen.read_va(cpu, self.third_va(d, ipa))
+
+    def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
+        """Write the leaf through the leaf view on ``cpu``'s MMU."""
+        self.xen.ledger.add("vlpt_writes")
+        self.xen.write_va(cpu, self.third_va(d, ipa), value)
+
+    # --- checks -----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise InvariantError if runs overlap, leave the window, or slots differ from p2m."""
+        self.window.check()
+        seen: set[int] = set()
+        for domid, r in self.runs.items():
+            for slot in r.slots():
+                if slot in seen or not VLPT_FIRST_SLOT <= slot < VLPT_LOOP_SLOT:
+                    raise InvariantError(f"domain {domid}: slot {slot} overlaps or escapes")
+                seen.add(slot)
+            if domid not in self._installed:
+                continue
+            d = self.xen.domains[domid]
+            for k, slot in enumerate(r.slots()):
+                want = d.stage2.read_l1((r.first_gb + k) << FIRST_SHIFT)
+                have = self.xen.pagetables.read_second(slot)
+                if have != (want if is_table(want) else 0):
+                    raise InvariantError(f"slot {slot} = {have:#x}, p2m L1 = {want:#x}")
