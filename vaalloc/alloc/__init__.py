@@ -1,0 +1,26 @@
+"""The generic range allocator (``vaalloc.alloc``).
+
+One :class:`RangeAllocator` hands out runs of granules from a range ``[start, end)`` with a
+chosen policy and constraints; :meth:`RangeAllocator.xen_vmap` builds one that places exactly as
+Xen's ``vm_alloc``; :class:`AddressSpace` keeps the named instances of one address space from
+overlapping.  See docs/allocator.md.
+"""
+
+from __future__ import annotations
+
+from vaalloc.alloc.allocator import SNAPSHOT_FORMAT, AllocStats, RangeAllocator
+from vaalloc.alloc.errors import InUse, Unsupported
+from vaalloc.alloc.policies import BEST_FIT, FIRST_FIT, INSTANT_FIT, POLICIES, XEN_VMAP
+
+__all__ = [
+    "BEST_FIT",
+    "FIRST_FIT",
+    "INSTANT_FIT",
+    "POLICIES",
+    "SNAPSHOT_FORMAT",
+    "XEN_VMAP",
+    "AllocStats",
+    "InUse",
+    "RangeAllocator",
+    "Unsupported",
+]
