@@ -1,0 +1,309 @@
+"""Sparse physical memory: the place every page table and guest frame of the model lives.
+
+Storage is a dict from frame number (``pa >> 12``) to an ``array('Q')`` of 512 little-endian
+64-bit words, created on the first write to that frame.  A 64-bit read is one dict lookup and
+one array index, which is what the walker does per level; a populated frame costs 4096 bytes
+plus a few dozen bytes of header, so tables cost about 8 bytes per descriptor.
+
+Storage and allocation are independent, as on hardware: a write to any ``pa < 2**pa_bits``
+is stored whether or not a frame there was allocated (a guest's RAM, a device window, a
+table someone placed by hand); *allocation* is bookkeeping done by a
+:class:`vaalloc.alloc.RangeAllocator` over ``[ram_base, ram_base + ram_size)`` so that leaks
+show in :attr:`PhysicalMemory.frames_in_use`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from array import array
+from collections.abc import Iterator
+from typing import Any
+
+from vaalloc.errors import AlignmentError, InvalidFree, RangeError
+
+__all__ = ["FRAME_SIZE", "PhysicalMemory"]
+
+FRAME_SIZE = 4096
+FRAME_SHIFT = 12
+_WORDS = FRAME_SIZE // 8
+_ZERO_FRAME = bytes(FRAME_SIZE)
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+# Transitional: use vaalloc.alloc.RangeAllocator once that package provides it.
+_RangeAllocator: Any = getattr(importlib.import_module("vaalloc.alloc"), "RangeAllocator", None)
+
+
+class PhysicalMemory:
+    """Sparse, frame-granular physical memory with a frame allocator.
+
+    ``pa_bits`` bounds every address (reads and writes at or above ``2**pa_bits`` raise
+    RangeError).  Frames are allocated from RAM ``[ram_base, ram_base + ram_size)``
+    (default: from 0x8000_0000, where Xen's guests and the Versatile Express put RAM, up to
+    ``2**pa_bits``) through a first-fit ``RangeAllocator(..., granule=4096, guard=False,
+    name="frames")``, so tables are packed low and runs of frames can be aligned (two
+    concatenated stage-2 root pages need an 8KB-aligned pair).
+
+    Not thread-safe by itself: callers that share one memory between threads serialise
+    around it (the allocator underneath has its own lock).
+    """
+
+    def __init__(
+        self,
+        pa_bits: int = 40,
+        *,
+        ram_base: int = 0x8000_0000,
+        ram_size: int | None = None,
+    ) -> None:
+        if not 32 <= pa_bits <= 52:
+            raise RangeError(f"PhysicalMemory(pa_bits={pa_bits}): expected 32..52")
+        limit = 1 << pa_bits
+        if ram_size is None:
+            ram_size = limit - ram_base
+        if ram_base % FRAME_SIZE or ram_size % FRAME_SIZE:
+            raise AlignmentError(
+                f"PhysicalMemory RAM [{ram_base:#x}, +{ram_size:#x}) is not 4KB-aligned"
+            )
+        if ram_base < 0 or ram_size <= 0 or ram_base + ram_size > limit:
+            raise RangeError(
+                f"PhysicalMemory RAM [{ram_base:#x}, +{ram_size:#x}) does not fit "
+                f"in {pa_bits} address bits"
+            )
+        self.pa_bits = pa_bits
+        self.limit = limit
+        self.ram_base = ram_base
+        self.ram_end = ram_base + ram_size
+        # frame number -> 512 words; the walker reads this dict directly for speed.
+        self._frames: dict[int, array[int]] = {}
+        self._allocator = _make_allocator(ram_base, self.ram_end)
+        self._frames_in_use = 0
+        self.trace: list[tuple[int, int]] | None = None
+        """When a list, every 64-bit store appends ``(pa, value)``: tests use it to check the
+        order of descriptor writes (break-before-make).  ``None`` (default) costs nothing."""
+
+    def __repr__(self) -> str:
+        return (
+            f"PhysicalMemory(pa_bits={self.pa_bits}, ram=[{self.ram_base:#x}, "
+            f"{self.ram_end:#x}), frames_in_use={self._frames_in_use})"
+        )
+
+    # -- frame allocation -------------------------------------------------------------------
+
+    def alloc_frames(self, n: int = 1, align: int = 1) -> int:
+        """Allocate ``n`` contiguous zeroed frames aligned to ``align`` frames; return the PA.
+
+        First fit, O(log holes) in the allocator.  Raises OutOfSpace when RAM has no such run,
+        RangeError/AlignmentError for a bad ``n``/``align``; nothing changes on failure.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise RangeError(f"{self!r}.alloc_frames(n={n!r}): n must be a positive integer")
+        if isinstance(align, bool) or not isinstance(align, int) or align <= 0:
+            raise AlignmentError(f"{self!r}.alloc_frames(align={align!r}): not a power of two")
+        if align & (align - 1):
+            raise AlignmentError(f"{self!r}.alloc_frames(align={align!r}): not a power of two")
+        pa: int = self._allocator.alloc(n, align)
+        first = pa >> FRAME_SHIFT
+        frames = self._frames
+        for frame in range(first, first + n):
+            frames.pop(frame, None)  # a freed frame may have been written since: zero it
+        self._frames_in_use += n
+        return pa
+
+    def free_frames(self, pa: int) -> int:
+        """Free the run of frames allocated at ``pa``; return how many frames that was.
+
+        The freed frames read as zero afterwards (their storage is dropped, like a scrubbed
+        page), which also keeps the model's own memory use proportional to what is live.
+        Raises InvalidFree if ``pa`` is not the start of a live allocation.
+        """
+        if not isinstance(pa, int) or pa % FRAME_SIZE:
+            raise InvalidFree(f"{self!r}.free_frames({pa!r}): not a frame address")
+        n: int = self._allocator.free(pa)
+        first = pa >> FRAME_SHIFT
+        for frame in range(first, first + n):
+            self._frames.pop(frame, None)
+        self._frames_in_use -= n
+        return n
+
+    @property
+    def frames_in_use(self) -> int:
+        """Frames currently allocated (not freed): compare before/after to spot leaks."""
+        return self._frames_in_use
+
+    @property
+    def populated_frames(self) -> int:
+        """Frames that hold storage (written at least once since allocation or ever)."""
+        return len(self._frames)
+
+    def is_allocation(self, pa: int) -> bool:
+        """True when ``pa`` is the first frame of a live allocation.  O(log n)."""
+        try:
+            self._allocator.size(pa)
+        except InvalidFree:
+            return False
+        return True
+
+    def allocated(self) -> Iterator[tuple[int, int]]:
+        """Live frame allocations as ``(pa, frames)``, ascending."""
+        yield from self._allocator.allocations()
+
+    # -- access -----------------------------------------------------------------------------
+
+    def _check(self, pa: int, size: int) -> None:
+        if isinstance(pa, bool) or not isinstance(pa, int) or not 0 <= pa < self.limit:
+            raise RangeError(f"{self!r}: address {pa!r} is outside [0, 2**{self.pa_bits})")
+        if pa & (size - 1):
+            raise AlignmentError(f"{self!r}: address {pa:#x} is not {size}-byte aligned")
+
+    def _frame_for_write(self, frame: int) -> array[int]:
+        words = self._frames.get(frame)
+        if words is None:
+            words = array("Q", bytes(FRAME_SIZE))
+            self._frames[frame] = words
+        return words
+
+    def read64(self, pa: int) -> int:
+        """The 64-bit little-endian word at ``pa`` (8-aligned); unpopulated memory reads 0.
+        O(1).  Raises RangeError/AlignmentError."""
+        self._check(pa, 8)
+        words = self._frames.get(pa >> FRAME_SHIFT)
+        return 0 if words is None else words[(pa >> 3) & (_WORDS - 1)]
+
+    def write64(self, pa: int, value: int) -> None:
+        """Store a 64-bit word at ``pa`` (8-aligned).  O(1).  Raises RangeError for an address
+        beyond ``pa_bits`` or a value outside [0, 2**64), AlignmentError if misaligned."""
+        self._check(pa, 8)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise RangeError(f"{self!r}.write64({pa:#x}, {value!r}): not a 64-bit value")
+        self._frame_for_write(pa >> FRAME_SHIFT)[(pa >> 3) & (_WORDS - 1)] = value
+        if self.trace is not None:
+            self.trace.append((pa, value))
+
+    def read32(self, pa: int) -> int:
+        """The 32-bit little-endian word at ``pa`` (4-aligned).  Raises as read64."""
+        self._check(pa, 4)
+        words = self._frames.get(pa >> FRAME_SHIFT)
+        if words is None:
+            return 0
+        return (words[(pa >> 3) & (_WORDS - 1)] >> ((pa & 4) * 8)) & 0xFFFF_FFFF
+
+    def write32(self, pa: int, value: int) -> None:
+        """Store a 32-bit word at ``pa`` (4-aligned).  Raises as write64."""
+        self._check(pa, 4)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise RangeError(f"{self!r}.write32({pa:#x}, {value!r}): not a 32-bit value")
+        self._merge(pa, value, 32)
+
+    def read8(self, pa: int) -> int:
+        """The byte at ``pa``.  Raises RangeError."""
+        self._check(pa, 1)
+        words = self._frames.get(pa >> FRAME_SHIFT)
+        if words is None:
+            return 0
+        return (words[(pa >> 3) & (_WORDS - 1)] >> ((pa & 7) * 8)) & 0xFF
+
+    def write8(self, pa: int, value: int) -> None:
+        """Store one byte at ``pa``.  Raises RangeError."""
+        self._check(pa, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 8:
+            raise RangeError(f"{self!r}.write8({pa:#x}, {value!r}): not a byte")
+        self._merge(pa, value, 8)
+
+    def _merge(self, pa: int, value: int, bits: int) -> None:
+        words = self._frame_for_write(pa >> FRAME_SHIFT)
+        index = (pa >> 3) & (_WORDS - 1)
+        shift = (pa & 7) * 8
+        mask = ((1 << bits) - 1) << shift
+        merged = (words[index] & ~mask) | (value << shift)
+        words[index] = merged
+        if self.trace is not None:
+            self.trace.append((pa & ~7, merged))
+
+    def read_bytes(self, pa: int, size: int) -> bytes:
+        """``size`` bytes from ``pa`` (any alignment).  Raises RangeError past ``pa_bits``."""
+        self._check(pa, 1)
+        if size < 0 or pa + size > self.limit:
+            raise RangeError(f"{self!r}.read_bytes({pa:#x}, {size}): beyond the address space")
+        out = bytearray()
+        end = pa + size
+        while pa < end:
+            frame_end = (pa | (FRAME_SIZE - 1)) + 1
+            chunk = min(end, frame_end) - pa
+            words = self._frames.get(pa >> FRAME_SHIFT)
+            raw = _ZERO_FRAME if words is None else _frame_bytes(words)
+            offset = pa & (FRAME_SIZE - 1)
+            out += raw[offset : offset + chunk]
+            pa += chunk
+        return bytes(out)
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """Every populated frame as ``(pa, 4096 bytes)``, ascending: what to copy into an
+        emulator's RAM to reproduce this memory.  O(populated frames log populated frames)."""
+        for frame in sorted(self._frames):
+            yield frame << FRAME_SHIFT, _frame_bytes(self._frames[frame])
+
+    # -- bulk access for the table code (validated by the caller) ---------------------------
+
+    def _words(self, frame: int) -> array[int]:
+        """The storage of ``frame``, created if needed (for whole-table writes)."""
+        return self._frame_for_write(frame)
+
+
+def _frame_bytes(words: array[int]) -> bytes:
+    if _BIG_ENDIAN_HOST:  # pragma: no cover - the model stores little-endian memory
+        swapped = array("Q", words)
+        swapped.byteswap()
+        return swapped.tobytes()
+    return words.tobytes()
+
+
+class _FirstFitFrames:  # pragma: no cover - stand-in until vaalloc.alloc lands
+    """Minimal first-fit granule allocator with the RangeAllocator calls memory uses."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self._start = start
+        self._end = end
+        self._live: dict[int, int] = {}
+        self._top = start
+
+    def alloc(self, nr: int, align: int = 1) -> int:
+        from vaalloc.errors import OutOfSpace
+
+        step = align * FRAME_SIZE
+        top = -(-self._top // step) * step
+        if top + nr * FRAME_SIZE <= self._end:
+            self._live[top] = nr
+            self._top = top + nr * FRAME_SIZE
+            return top
+        candidate = -(-self._start // step) * step
+        for pa in sorted(self._live):
+            if candidate + nr * FRAME_SIZE <= pa:
+                break
+            candidate = max(candidate, -(-(pa + self._live[pa] * FRAME_SIZE) // step) * step)
+        if candidate + nr * FRAME_SIZE > self._end:
+            raise OutOfSpace(f"frames: no run of {nr} frames aligned to {align}")
+        self._live[candidate] = nr
+        return candidate
+
+    def free(self, pa: int) -> int:
+        if pa not in self._live:
+            raise InvalidFree(f"frames: {pa:#x} is not a live allocation")
+        return self._live.pop(pa)
+
+    def size(self, pa: int) -> int:
+        if pa not in self._live:
+            raise InvalidFree(f"frames: {pa:#x} is not a live allocation")
+        return self._live[pa]
+
+    def allocations(self) -> Iterator[tuple[int, int]]:
+        for pa in sorted(self._live):
+            yield pa, self._live[pa]
+
+
+def _make_allocator(start: int, end: int) -> _FirstFitFrames:
+    if _RangeAllocator is not None:  # pragma: no cover
+        allocator: _FirstFitFrames = _RangeAllocator(
+            start, end, granule=FRAME_SIZE, policy="first-fit", guard=False, name="frames"
+        )
+        return allocator
+    return _FirstFitFrames(start, end)

@@ -1,0 +1,714 @@
+"""Page tables in :class:`~vaalloc.lpae.memory.PhysicalMemory`: map, unmap, protect, walk.
+
+A :class:`PageTable` is a root table plus the tables it created (or adopted).  Everything it
+knows lives in memory as real descriptors; the object only remembers which table frames it
+*owns* (``pa -> level``), so that it descends into its own tables when changing mappings and
+treats any other table descriptor as an opaque link.  Links are what the VLPT plants: a slot
+pointing at another domain's p2m, or at the table itself (a loop).  ``map``/``unmap`` never
+write through a link into somebody else's tables and never free what they do not own; the
+walker (:meth:`PageTable.walk`, :meth:`PageTable.mappings`) follows links like hardware does.
+
+Write ordering is the architecture's (ARM ARM "break-before-make"): a valid descriptor is
+never replaced by another valid one with a different output address or block size.  The old
+entry is written invalid, the ``flush`` callback (TLB maintenance: the caller's DSB; TLBI; DSB)
+runs, then the new entry is written.  A new table is filled completely before the descriptor
+that links it is written, and a table is freed only after it is unlinked and flushed.
+
+Every changing call is atomic: it keeps a journal of the descriptors it overwrote and the
+frames it allocated; if anything fails (overlap found half-way, out of frames) the journal is
+replayed backwards and the new frames freed, so tables and ``frames_in_use`` are as before.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+
+from vaalloc.errors import AlignmentError, InvalidFree, MappingError, RangeError
+from vaalloc.lpae.descriptor import LEAF_ATTR_MASK, S1Attrs, S2Attrs
+from vaalloc.lpae.fastwalk import translate_fn
+from vaalloc.lpae.geometry import Format
+from vaalloc.lpae.memory import FRAME_SIZE, PhysicalMemory
+from vaalloc.lpae.walk import (
+    ACCESS_BITS,
+    Fault,
+    Translation,
+    geometry_of,
+    leaf_pa,
+    walk,
+)
+
+__all__ = ["PageTable"]
+
+FlushHook = Callable[[int, int], None]
+_PERMISSION_BITS = (3 << 6) | (1 << 53) | (1 << 54) | (0xF << 55) | (1 << 10)
+
+
+class _Txn:
+    """Undo journal of one changing call (see the module docstring)."""
+
+    __slots__ = ("frees", "fresh", "journal", "pt")
+
+    def __init__(self, pt: PageTable) -> None:
+        self.pt = pt
+        self.journal: list[tuple[int, int]] = []  # (slot pa, old value), in write order
+        self.fresh: dict[int, int] = {}  # tables allocated by this call: pa -> level
+        self.frees: list[int] = []  # owned tables unlinked by this call, freed on commit
+
+    def new_table(self, level: int) -> int:
+        pt = self.pt
+        frames = pt.fmt.granule // FRAME_SIZE
+        pa = pt.mem.alloc_frames(frames, frames)
+        self.fresh[pa] = level
+        pt._tables[pa] = level
+        pt._allocated.add(pa)
+        return pa
+
+    def write(self, table: int, slot: int, value: int) -> None:
+        if table not in self.fresh:
+            self.journal.append((slot, self.pt._read(slot)))
+        self.pt._write(slot, value)
+
+    def commit(self) -> None:
+        pt = self.pt
+        for pa in self.frees:
+            pt._release(pa)
+
+    def rollback(self) -> None:
+        pt = self.pt
+        for slot, old in reversed(self.journal):
+            pt._write(slot, old)
+        for pa in self.fresh:
+            del pt._tables[pa]
+            pt._allocated.discard(pa)
+            pt.mem.free_frames(pa)
+
+
+class PageTable:
+    """A translation table tree of one format, rooted at ``root``, in ``mem``.
+
+    ``PageTable(mem, fmt)`` allocates a zeroed root (for ARMv7 40-bit stage 2: two
+    concatenated pages, 8KB aligned).  ``PageTable(mem, fmt, root=pa)`` adopts tables already
+    in memory: it claims the root and every table reachable from it once (a loop back to an
+    already claimed table stays a link); claimed tables that are live frame allocations are
+    freed by :meth:`free`.
+
+    ``table_attrs`` is ORed into every table descriptor ``map`` writes.  Stage 1 can use it for
+    APTable/XNTable; Xen's p2m sets AF and the memory attributes there, which is what makes a
+    p2m table entry readable as a page through the VLPT.  ``flush(va, size)`` is called after
+    descriptors covering ``[va, va+size)`` were invalidated and before they are reused or
+    their tables freed: the place for TLB maintenance.
+
+    Raises RangeError/AlignmentError for a bad root, OutOfSpace if no root frame is left.
+    """
+
+    def __init__(
+        self,
+        mem: PhysicalMemory,
+        fmt: Format,
+        *,
+        root: int | None = None,
+        table_attrs: int = 0,
+        flush: FlushHook | None = None,
+    ) -> None:
+        if not isinstance(fmt, Format):
+            raise RangeError(f"PageTable: {fmt!r} is not a Format")
+        if not 0 <= table_attrs < 1 << 64 or table_attrs & fmt.addr_mask or table_attrs & 3:
+            raise RangeError(
+                f"PageTable({fmt.name}): table_attrs {table_attrs:#x} overlaps address/type bits"
+            )
+        self.mem = mem
+        self.fmt = fmt
+        self.table_attrs = table_attrs
+        self.flush = flush
+        self._geo = geometry_of(fmt)
+        self._frames = mem._frames
+        # Owned tables, pa -> level; the invariant map/unmap rely on: a table descriptor at
+        # level L is followed by them only if it points at an owned table of level L + 1.
+        self._tables: dict[int, int] = {}
+        self._allocated: set[int] = set()  # owned tables that are frame allocations to free
+        root_frames = fmt.root_bytes // FRAME_SIZE
+        if root is None:
+            root = mem.alloc_frames(root_frames, root_frames)
+            self._allocated.add(root)
+            self._tables[root] = fmt.start_level
+        else:
+            self._adopt(root)
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"PageTable({self.fmt.name}, root={self.root:#x}, tables={len(self._tables)})"
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _adopt(self, root: int) -> None:
+        fmt = self.fmt
+        if isinstance(root, bool) or not isinstance(root, int):
+            raise RangeError(f"PageTable({fmt.name}): root {root!r} is not an address")
+        if root % min(fmt.root_bytes, fmt.granule) or root % 8:
+            raise AlignmentError(f"PageTable({fmt.name}): root {root:#x} is not table-aligned")
+        if not 0 <= root < min(self.mem.limit, 1 << fmt.oa_bits):
+            raise RangeError(f"PageTable({fmt.name}): root {root:#x} beyond the output size")
+        self._tables[root] = fmt.start_level
+        stack = [(root, fmt.start_level)]
+        while stack:
+            table, level = stack.pop()
+            if level == 3:
+                continue
+            for _, desc in self._entries(table, level):
+                child = desc & fmt.addr_mask
+                if desc & 3 == 3 and not desc & self._geo.oa_excess and child not in self._tables:
+                    self._tables[child] = level + 1
+                    stack.append((child, level + 1))
+        for pa in self._tables:
+            if self.mem.is_allocation(pa):
+                self._allocated.add(pa)
+
+    # -- raw storage ------------------------------------------------------------------------
+
+    def _read(self, slot: int) -> int:
+        words = self._frames.get(slot >> 12)
+        return 0 if words is None else words[(slot >> 3) & 511]
+
+    def _write(self, slot: int, value: int) -> None:
+        self.mem._words(slot >> 12)[(slot >> 3) & 511] = value
+        if self.mem.trace is not None:
+            self.mem.trace.append((slot, value))
+
+    def _write_run(self, slot: int, values: array[int]) -> None:
+        """Store consecutive descriptors from ``slot`` (may cross storage frames)."""
+        done = 0
+        total = len(values)
+        while done < total:
+            first = (slot >> 3) & 511
+            n = min(total - done, 512 - first)
+            self.mem._words(slot >> 12)[first : first + n] = values[done : done + n]
+            if self.mem.trace is not None:
+                self.mem.trace.extend((slot + 8 * i, values[done + i]) for i in range(n))
+            done += n
+            slot += n * 8
+
+    def _read_run(self, slot: int, n: int) -> list[int]:
+        out: list[int] = []
+        while n:
+            first = (slot >> 3) & 511
+            k = min(n, 512 - first)
+            words = self._frames.get(slot >> 12)
+            out.extend([0] * k if words is None else words[first : first + k])
+            n -= k
+            slot += k * 8
+        return out
+
+    def _entries(self, table: int, level: int) -> Iterator[tuple[int, int]]:
+        """(index, descriptor) of the valid entries of ``table`` read at ``level``."""
+        for index, desc in enumerate(self._read_run(table, self._table_entries(level))):
+            if desc & 1:
+                yield index, desc
+
+    def _table_entries(self, level: int) -> int:
+        fmt = self.fmt
+        return fmt.root_entries if level == fmt.start_level else fmt.entries_per_table
+
+    def _is_empty(self, table: int, level: int) -> bool:
+        return not any(d & 1 for d in self._read_run(table, self._table_entries(level)))
+
+    def _release(self, pa: int) -> None:
+        del self._tables[pa]
+        if pa in self._allocated:
+            self._allocated.discard(pa)
+            self.mem.free_frames(pa)
+
+    def _owned_child(self, desc: int, level: int) -> int | None:
+        """The owned table a table descriptor at ``level`` leads to, or None for a link."""
+        if level == 3 or desc & 3 != 3:
+            return None
+        child = desc & self.fmt.addr_mask
+        return child if self._tables.get(child) == level + 1 else None
+
+    def _subtree(self, table: int, level: int) -> Iterator[int]:
+        """Owned tables under (and including) ``table``, children first."""
+        if level < 3:
+            for _, desc in self._entries(table, level):
+                child = self._owned_child(desc, level)
+                if child is not None:
+                    yield from self._subtree(child, level + 1)
+        yield table
+
+    def _leaf_type(self, level: int) -> int:
+        return 3 if level == 3 else 1
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _check_range(self, va: int, size: int, op: str) -> None:
+        fmt = self.fmt
+        for name, value in (("va", va), ("size", size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RangeError(f"{self!r}.{op}: {name} {value!r} is not an integer")
+        if size <= 0:
+            raise RangeError(f"{self!r}.{op}: size {size:#x} must be positive")
+        if va % fmt.granule or size % fmt.granule:
+            raise AlignmentError(
+                f"{self!r}.{op}: va {va:#x} / size {size:#x} not {fmt.granule:#x}-aligned"
+            )
+        if va < 0 or va + size > 1 << fmt.ia_bits:
+            raise RangeError(
+                f"{self!r}.{op}: [{va:#x}, {va + size:#x}) beyond the {fmt.ia_bits}-bit input"
+            )
+
+    def _attr_bits(self, attrs: S1Attrs | S2Attrs, op: str) -> int:
+        expected = S1Attrs if self.fmt.stage == 1 else S2Attrs
+        if not isinstance(attrs, expected):
+            raise MappingError(
+                f"{self!r}.{op}: {type(attrs).__name__} given, a stage-{self.fmt.stage} "
+                f"table takes {expected.__name__}"
+            )
+        return attrs.bits
+
+    # -- map --------------------------------------------------------------------------------
+
+    def map(
+        self,
+        va: int,
+        pa: int,
+        size: int,
+        attrs: S1Attrs | S2Attrs,
+        *,
+        replace: bool = False,
+        max_level_block: int | None = None,
+    ) -> None:
+        """Map ``[va, va+size)`` to ``[pa, pa+size)`` with ``attrs``, using the largest legal
+        blocks (1GB/2MB with 4KB pages) wherever va and pa are both aligned to them.
+
+        ``max_level_block`` is the shallowest level a leaf may be placed at (3 = pages only,
+        2 = up to 2MB blocks); default: the format's first block level.  Without ``replace``
+        any existing entry in the range is an overlap (MappingError); with it, existing leaves
+        are replaced (blocks partly covered are split, break-before-make) and owned tables
+        entirely covered by a new block are freed.
+
+        Cost: O(tables touched + leaves written); whole runs of leaves in one table are
+        written with one slice store, so 1M 4KB pages cost ~2050 table allocations and as many
+        bulk stores.  Raises AlignmentError (va/pa/size not granule aligned), RangeError
+        (beyond the input or output size, or a bad ``max_level_block``), MappingError (overlap,
+        or attrs of the wrong stage), OutOfSpace (no frame for a table).  Nothing changes
+        when it raises.
+        """
+        fmt = self.fmt
+        self._check_range(va, size, "map")
+        if isinstance(pa, bool) or not isinstance(pa, int) or pa % fmt.granule:
+            raise AlignmentError(f"{self!r}.map: pa {pa!r} is not {fmt.granule:#x}-aligned")
+        limit = min(1 << fmt.oa_bits, self.mem.limit)
+        if pa < 0 or pa + size > limit:
+            raise RangeError(
+                f"{self!r}.map: pa range [{pa:#x}, {pa + size:#x}) beyond the output size "
+                f"({limit:#x})"
+            )
+        bits = self._attr_bits(attrs, "map")
+        if max_level_block is None:
+            min_level = fmt.first_block_level
+        elif not isinstance(max_level_block, int) or not 0 <= max_level_block <= 3:
+            raise RangeError(f"{self!r}.map: max_level_block {max_level_block!r} not in 0..3")
+        elif not fmt.can_block(max_level_block):
+            raise MappingError(
+                f"{self!r}.map: level {max_level_block} cannot hold a block in {fmt.name}"
+            )
+        else:
+            min_level = max_level_block
+        txn = _Txn(self)
+        try:
+            self._map_in(
+                txn, self.root, fmt.start_level, va, va + size, pa, bits, replace, min_level
+            )
+        except BaseException:
+            txn.rollback()
+            raise
+        txn.commit()
+
+    def _map_in(
+        self,
+        txn: _Txn,
+        table: int,
+        level: int,
+        va: int,
+        end: int,
+        pa: int,
+        bits: int,
+        replace: bool,
+        min_level: int,
+    ) -> None:
+        fmt = self.fmt
+        shift = fmt.shifts[level]
+        size = 1 << shift
+        mask = size - 1
+        index_mask = self._table_entries(level) - 1
+        leaves_here = level >= min_level and fmt.can_block(level) and not (va - pa) & mask
+        while va < end:
+            slot_end = (va | mask) + 1
+            if leaves_here and not va & mask and end >= slot_end:
+                # A run of whole slots becomes leaves: one bulk store.
+                n = min((end - va) >> shift, index_mask + 1 - ((va >> shift) & index_mask))
+                slot = table + (((va >> shift) & index_mask) << 3)
+                self._store_leaves(txn, table, level, slot, va, pa, n, bits, replace)
+                va += n << shift
+                pa += n << shift
+                continue
+            chunk_end = min(end, slot_end)
+            slot = table + (((va >> shift) & index_mask) << 3)
+            child, is_new = self._child_for_write(txn, table, level, slot, va, replace)
+            self._map_in(txn, child, level + 1, va, chunk_end, pa, bits, replace, min_level)
+            if is_new:  # filled before it is linked
+                self._link(txn, table, level, slot, child, va)
+            pa += chunk_end - va
+            va = chunk_end
+
+    def _store_leaves(
+        self,
+        txn: _Txn,
+        table: int,
+        level: int,
+        slot: int,
+        va: int,
+        pa: int,
+        n: int,
+        bits: int,
+        replace: bool,
+    ) -> None:
+        size = 1 << self.fmt.shifts[level]
+        first = pa | bits | self._leaf_type(level)
+        new = array("Q", range(first, first + n * size, size))
+        if table in txn.fresh:
+            self._write_run(slot, new)
+            return
+        old = self._read_run(slot, n)
+        valid = [i for i, desc in enumerate(old) if desc & 1]
+        if valid and not replace:
+            where = va + valid[0] * size
+            raise MappingError(
+                f"{self!r}.map: {where:#x} is already mapped (level {level} entry "
+                f"{old[valid[0]]:#x}); pass replace=True to overwrite"
+            )
+        for i in valid:  # break...
+            child = self._owned_child(old[i], level)
+            if child is not None:
+                txn.frees.extend(self._subtree(child, level + 1))
+            txn.write(table, slot + 8 * i, 0)
+        if valid and self.flush is not None:
+            self.flush(va, n * size)
+        broken = set(valid)
+        txn.journal.extend((slot + 8 * i, old[i]) for i in range(n) if i not in broken)
+        self._write_run(slot, new)  # ...before make
+
+    def _child_for_write(
+        self, txn: _Txn, table: int, level: int, slot: int, va: int, replace: bool
+    ) -> tuple[int, bool]:
+        """The owned table below ``slot`` to continue a write into: the existing child, or a
+        new table (filled with the pieces of a block being split, when replacing)."""
+        old = self._read(slot)
+        if not old & 1:
+            return txn.new_table(level + 1), True
+        child = self._owned_child(old, level)
+        if child is not None:
+            return child, False
+        if not replace:
+            kind = "block" if old & 3 == 1 else "link to a table not owned here"
+            raise MappingError(
+                f"{self!r}.map: {va:#x} is covered by a level-{level} {kind} ({old:#x}); "
+                "pass replace=True to overwrite"
+            )
+        new = txn.new_table(level + 1)
+        if old & 3 == 1:
+            self._fill_split(new, level, old)
+        return new, True
+
+    def _fill_split(self, new: int, level: int, block: int) -> None:
+        """Write into ``new`` (level+1) the entries that map what ``block`` maps."""
+        fmt = self.fmt
+        child_size = 1 << fmt.shifts[level + 1]
+        low_bits = block & ~fmt.addr_mask & ~3
+        base = block & fmt.addr_mask & ~((1 << fmt.shifts[level]) - 1)
+        first = base | low_bits | self._leaf_type(level + 1)
+        n = fmt.entries_per_table
+        self._write_run(new, array("Q", range(first, first + n * child_size, child_size)))
+
+    def _link(self, txn: _Txn, table: int, level: int, slot: int, child: int, va: int) -> None:
+        """Make ``slot`` point at ``child`` if it does not already (break-before-make if the
+        slot held a block or a foreign link)."""
+        desc = child | self.table_attrs | 3
+        old = self._read(slot)
+        if old == desc:
+            return
+        if old & 1:
+            txn.write(table, slot, 0)
+            if self.flush is not None:
+                size = 1 << self.fmt.shifts[level]
+                self.flush(va & ~(size - 1), size)
+        txn.write(table, slot, desc)
+
+    # -- unmap / protect --------------------------------------------------------------------
+
+    def unmap(self, va: int, size: int, *, missing_ok: bool = False) -> None:
+        """Remove the mappings of ``[va, va+size)``; blocks partly covered are split (the rest
+        stays mapped), owned tables left empty are unlinked and freed after ``flush``.
+
+        Raises MappingError if part of the range is not mapped (unless ``missing_ok``) or if
+        the range cuts through a link to a table this PageTable does not own (a whole link
+        slot is simply cleared); AlignmentError/RangeError for a bad range; OutOfSpace when a
+        split needs a frame.  Nothing changes when it raises.  O(entries in the range).
+        """
+        self._check_range(va, size, "unmap")
+        self._change(va, size, None, missing_ok, "unmap")
+
+    def protect(self, va: int, size: int, attrs: S1Attrs | S2Attrs) -> None:
+        """Give every leaf in ``[va, va+size)`` the attributes ``attrs`` (output addresses kept);
+        blocks partly covered are split first.  A change of permission bits only (AP, XN, PXN,
+        S2AP, AF, software bits) is written in place, as the architecture allows; any other
+        attribute change goes through break-before-make.  ``flush`` runs once at the end.
+
+        Raises MappingError if part of the range is unmapped or crosses a link, or for attrs
+        of the wrong stage; AlignmentError/RangeError for a bad range; OutOfSpace for a split.
+        Nothing changes when it raises.  O(entries in the range).
+        """
+        self._check_range(va, size, "protect")
+        bits = self._attr_bits(attrs, "protect")
+        self._change(va, size, bits, False, "protect")
+
+    def _change(self, va: int, size: int, bits: int | None, missing_ok: bool, op: str) -> None:
+        txn = _Txn(self)
+        try:
+            self._change_in(
+                txn, self.root, self.fmt.start_level, va, va + size, bits, missing_ok, op
+            )
+        except BaseException:
+            txn.rollback()
+            raise
+        if self.flush is not None and (txn.journal or txn.frees):
+            self.flush(va, size)
+        txn.commit()
+
+    def _change_in(
+        self,
+        txn: _Txn,
+        table: int,
+        level: int,
+        va: int,
+        end: int,
+        bits: int | None,
+        missing_ok: bool,
+        op: str,
+    ) -> None:
+        fmt = self.fmt
+        shift = fmt.shifts[level]
+        mask = (1 << shift) - 1
+        index_mask = self._table_entries(level) - 1
+        while va < end:
+            slot_end = (va | mask) + 1
+            chunk_end = min(end, slot_end)
+            whole = not va & mask and end >= slot_end
+            slot = table + (((va >> shift) & index_mask) << 3)
+            old = self._read(slot)
+            child = self._owned_child(old, level)
+            is_leaf = old & 1 and (old & 3 == 1 or level == 3)
+            if not old & 1 or (is_leaf and level < fmt.first_block_level):
+                if not missing_ok:
+                    raise MappingError(f"{self!r}.{op}: {va:#x} is not mapped")
+            elif child is not None:
+                self._change_in(txn, child, level + 1, va, chunk_end, bits, missing_ok, op)
+                if bits is None and self._is_empty(child, level + 1):
+                    txn.write(table, slot, 0)
+                    txn.frees.append(child)
+            elif not is_leaf:  # a link to a table owned elsewhere (or a loop)
+                if bits is not None or not whole:
+                    raise MappingError(
+                        f"{self!r}.{op}: [{va:#x}, {chunk_end:#x}) cuts a level-{level} link "
+                        f"({old:#x}) to a table this PageTable does not own"
+                    )
+                txn.write(table, slot, 0)
+            elif whole:
+                self._change_leaf(txn, table, slot, old, bits, va, level)
+            else:
+                new = txn.new_table(level + 1)
+                self._fill_split(new, level, old)
+                self._change_in(txn, new, level + 1, va, chunk_end, bits, missing_ok, op)
+                self._link(txn, table, level, slot, new, va)
+            va = chunk_end
+
+    def _change_leaf(
+        self, txn: _Txn, table: int, slot: int, old: int, bits: int | None, va: int, level: int
+    ) -> None:
+        if bits is None:
+            txn.write(table, slot, 0)
+            return
+        new = (old & ~LEAF_ATTR_MASK) | bits
+        if new == old:
+            return
+        if (new ^ old) & ~_PERMISSION_BITS:  # memory type/shareability change: BBM
+            txn.write(table, slot, 0)
+            if self.flush is not None:
+                self.flush(va, 1 << self.fmt.shifts[level])
+        txn.write(table, slot, new)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def walk(self, va: int, access: str = "read", user: bool = False) -> Translation | Fault:
+        """Translate ``va`` as the MMU would (see :mod:`vaalloc.lpae.walk` for the steps):
+        a :class:`Translation` or a :class:`Fault`.  O(levels).  Raises RangeError for an
+        address wider than the input register, an unknown access, or ``user=True`` in the
+        hyp regime."""
+        return walk(self.mem, self.fmt, self.root, va, access, user)
+
+    def translate_pa(self, va: int, access: str = "read", user: bool = False) -> int:
+        """The output address of ``va``, or :class:`FaultError` with the same Fault
+        :meth:`walk` returns.  The lean path (no objects built on success) for hot loops.
+        Raises RangeError like :meth:`walk`."""
+        geo = self._geo
+        if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < geo.ia_reg_limit:
+            raise RangeError(f"{self!r}.translate_pa: bad address {va!r}")
+        bit = ACCESS_BITS.get(access)
+        if bit is None:
+            raise RangeError(f"{self!r}.translate_pa: bad access {access!r}")
+        if user and self.fmt.regime != "el1&0":
+            raise RangeError(f"{self!r}.translate_pa: user=True in a single-privilege regime")
+        return translate_fn(geo)(self._frames, self.root, va, bit, user)
+
+    def entry_pa(self, va: int, level: int) -> int:
+        """PA of the descriptor slot the walk of ``va`` reads at ``level``: how a tool (the
+        VLPT, a debugger) finds the entry to patch.  Follows links like the walker.  O(levels).
+
+        Raises RangeError for a bad address or level, MappingError when the walk of ``va``
+        stops (invalid entry or block) above ``level``."""
+        fmt = self.fmt
+        geo = self._geo
+        if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < 1 << fmt.ia_bits:
+            raise RangeError(f"{self!r}.entry_pa: {va!r} is outside the {fmt.ia_bits}-bit input")
+        if not isinstance(level, int) or not fmt.start_level <= level <= 3:
+            raise RangeError(f"{self!r}.entry_pa: level {level!r} not in {fmt.levels}")
+        table = self.root
+        for current in range(fmt.start_level, level + 1):
+            shift = fmt.shifts[current]
+            mask = geo.root_mask if current == fmt.start_level else geo.table_mask
+            slot = table + (((va >> shift) & mask) << 3)
+            if current == level:
+                return slot
+            desc = self._read(slot)
+            if desc & 3 != 3 or desc & geo.oa_excess:
+                raise MappingError(
+                    f"{self!r}.entry_pa({va:#x}, {level}): the walk stops at level {current} "
+                    f"(descriptor {desc:#x})"
+                )
+            table = desc & fmt.addr_mask
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def tables(self) -> Iterator[tuple[int, int]]:
+        """Every table reachable from the root as ``(level, pa)``, each pa once (the level it
+        is first met at, depth first), following links and loops as the walker would."""
+        seen: set[int] = set()
+        stack = [(self.fmt.start_level, self.root)]
+        while stack:
+            level, table = stack.pop()
+            if table in seen:
+                continue
+            seen.add(table)
+            yield level, table
+            if level == 3:
+                continue
+            children = [
+                (level + 1, desc & self.fmt.addr_mask)
+                for _, desc in self._entries(table, level)
+                if desc & 3 == 3 and not desc & self._geo.oa_excess
+            ]
+            stack.extend(reversed(children))
+
+    def owned_tables(self) -> Iterator[tuple[int, int]]:
+        """The tables this PageTable created or adopted, as ``(level, pa)``, ascending pa."""
+        for pa in sorted(self._tables):
+            yield self._tables[pa], pa
+
+    def leaves(self) -> Iterator[tuple[int, int, int, int, int]]:
+        """Every leaf the walker can reach, as ``(va, pa, size, level, descriptor)`` in
+        ascending va, following links and loops like hardware.  Leaves that would fault for
+        their encoding (address beyond the output size, block at a level without blocks) are
+        skipped; AF=0 leaves are included (AF is an attribute of the mapping)."""
+        fmt = self.fmt
+        geo = self._geo
+
+        def visit(table: int, level: int, base: int) -> Iterator[tuple[int, int, int, int, int]]:
+            shift = fmt.shifts[level]
+            for index, desc in self._entries(table, level):
+                va = base + (index << shift)
+                if desc & geo.oa_excess:
+                    continue
+                if level < 3 and desc & 2:
+                    yield from visit(desc & fmt.addr_mask, level + 1, va)
+                elif (level == 3 and desc & 2) or (level < 3 and level >= fmt.first_block_level):
+                    yield va, leaf_pa(geo, desc, level, 0), 1 << shift, level, desc
+
+        yield from visit(self.root, fmt.start_level, 0)
+
+    def mappings(self) -> Iterator[tuple[int, int, int, S1Attrs | S2Attrs]]:
+        """Coalesced mappings ``(va, pa, size, attrs)``: consecutive leaves with contiguous va
+        and pa and identical attributes are reported as one run.  Follows links as the walker
+        does.  ``attrs`` are the leaf's own (table attributes are not folded in)."""
+        decode = S1Attrs.from_descriptor if self.fmt.stage == 1 else S2Attrs.from_descriptor
+        run: tuple[int, int, int, int] | None = None
+        for va, pa, size, _level, desc in self.leaves():
+            key = desc & LEAF_ATTR_MASK
+            if (
+                run is not None
+                and run[0] + run[2] == va
+                and run[1] + run[2] == pa
+                and (run[3] == key)
+            ):
+                run = (run[0], run[1], run[2] + size, key)
+                continue
+            if run is not None:
+                yield run[0], run[1], run[2], decode(run[3])
+            run = (va, pa, size, key)
+        if run is not None:
+            yield run[0], run[1], run[2], decode(run[3])
+
+    def dump(self) -> str:
+        """A readable listing of the owned tables and their valid entries, one per line,
+        indented by level; links are shown as links and not followed."""
+        fmt = self.fmt
+        lines = [f"{fmt.name} root {self.root:#x}"]
+
+        def visit(table: int, level: int, base: int) -> None:
+            shift = fmt.shifts[level]
+            pad = "  " * (level - fmt.start_level + 1)
+            for index, desc in self._entries(table, level):
+                va = base + (index << shift)
+                child = self._owned_child(desc, level)
+                if child is not None:
+                    lines.append(f"{pad}L{level}[{index:4}] va {va:#x}: table {child:#x}")
+                    visit(child, level + 1, va)
+                elif level < 3 and desc & 3 == 3:
+                    lines.append(
+                        f"{pad}L{level}[{index:4}] va {va:#x}: link -> {desc & fmt.addr_mask:#x}"
+                        f" ({desc:#018x})"
+                    )
+                else:
+                    kind = "page" if level == 3 else "block"
+                    out = leaf_pa(self._geo, desc, level, 0)
+                    lines.append(
+                        f"{pad}L{level}[{index:4}] va {va:#x}: {kind} {1 << shift:#x} -> "
+                        f"{out:#x} ({desc:#018x})"
+                    )
+
+        visit(self.root, fmt.start_level, 0)
+        return "\n".join(lines)
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    def free(self) -> int:
+        """Free every owned table frame (root included); return how many table allocations
+        were freed.  The object must not be used afterwards (its tables are gone).  Mappings'
+        target frames are not touched: they belong to whoever mapped them."""
+        freed = 0
+        for pa in sorted(self._allocated):
+            try:
+                self.mem.free_frames(pa)
+            except InvalidFree:  # pragma: no cover - someone freed our table behind our back
+                continue
+            freed += 1
+        self._allocated.clear()
+        self._tables.clear()
+        return freed
