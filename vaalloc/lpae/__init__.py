@@ -17,7 +17,9 @@ from vaalloc.lpae.geometry import (
     armv7_s2,
 )
 from vaalloc.lpae.memory import PhysicalMemory
+from vaalloc.lpae.mmu import MMU, TLBI_OPS, StaleHit
 from vaalloc.lpae.table import PageTable
+from vaalloc.lpae.tlb import TLB
 from vaalloc.lpae.walk import Fault, FaultError, Translation, walk_two_stage
 
 __all__ = [
@@ -27,6 +29,9 @@ __all__ = [
     "ARMV7_S1",
     "ARMV7_S1_PL1",
     "ARMV7_S2_40",
+    "MMU",
+    "TLB",
+    "TLBI_OPS",
     "Fault",
     "FaultError",
     "Format",
@@ -36,6 +41,7 @@ __all__ = [
     "S1Descriptor",
     "S2Attrs",
     "S2Descriptor",
+    "StaleHit",
     "Translation",
     "aarch64_s1",
     "aarch64_s2",

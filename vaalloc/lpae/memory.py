@@ -14,12 +14,11 @@ show in :attr:`PhysicalMemory.frames_in_use`.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from array import array
 from collections.abc import Iterator
-from typing import Any
 
+from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import AlignmentError, InvalidFree, RangeError
 
 __all__ = ["FRAME_SIZE", "PhysicalMemory"]
@@ -29,9 +28,6 @@ FRAME_SHIFT = 12
 _WORDS = FRAME_SIZE // 8
 _ZERO_FRAME = bytes(FRAME_SIZE)
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
-
-# Transitional: use vaalloc.alloc.RangeAllocator once that package provides it.
-_RangeAllocator: Any = getattr(importlib.import_module("vaalloc.alloc"), "RangeAllocator", None)
 
 
 class PhysicalMemory:
@@ -75,7 +71,14 @@ class PhysicalMemory:
         self.ram_end = ram_base + ram_size
         # frame number -> 512 words; the walker reads this dict directly for speed.
         self._frames: dict[int, array[int]] = {}
-        self._allocator = _make_allocator(ram_base, self.ram_end)
+        self._allocator = RangeAllocator(
+            ram_base,
+            self.ram_end,
+            granule=FRAME_SIZE,
+            policy="first-fit",
+            guard=False,
+            name="frames",
+        )
         self._frames_in_use = 0
         self.trace: list[tuple[int, int]] | None = None
         """When a list, every 64-bit store appends ``(pa, value)``: tests use it to check the
@@ -255,55 +258,3 @@ def _frame_bytes(words: array[int]) -> bytes:
         swapped.byteswap()
         return swapped.tobytes()
     return words.tobytes()
-
-
-class _FirstFitFrames:  # pragma: no cover - stand-in until vaalloc.alloc lands
-    """Minimal first-fit granule allocator with the RangeAllocator calls memory uses."""
-
-    def __init__(self, start: int, end: int) -> None:
-        self._start = start
-        self._end = end
-        self._live: dict[int, int] = {}
-        self._top = start
-
-    def alloc(self, nr: int, align: int = 1) -> int:
-        from vaalloc.errors import OutOfSpace
-
-        step = align * FRAME_SIZE
-        top = -(-self._top // step) * step
-        if top + nr * FRAME_SIZE <= self._end:
-            self._live[top] = nr
-            self._top = top + nr * FRAME_SIZE
-            return top
-        candidate = -(-self._start // step) * step
-        for pa in sorted(self._live):
-            if candidate + nr * FRAME_SIZE <= pa:
-                break
-            candidate = max(candidate, -(-(pa + self._live[pa] * FRAME_SIZE) // step) * step)
-        if candidate + nr * FRAME_SIZE > self._end:
-            raise OutOfSpace(f"frames: no run of {nr} frames aligned to {align}")
-        self._live[candidate] = nr
-        return candidate
-
-    def free(self, pa: int) -> int:
-        if pa not in self._live:
-            raise InvalidFree(f"frames: {pa:#x} is not a live allocation")
-        return self._live.pop(pa)
-
-    def size(self, pa: int) -> int:
-        if pa not in self._live:
-            raise InvalidFree(f"frames: {pa:#x} is not a live allocation")
-        return self._live[pa]
-
-    def allocations(self) -> Iterator[tuple[int, int]]:
-        for pa in sorted(self._live):
-            yield pa, self._live[pa]
-
-
-def _make_allocator(start: int, end: int) -> _FirstFitFrames:
-    if _RangeAllocator is not None:  # pragma: no cover
-        allocator: _FirstFitFrames = _RangeAllocator(
-            start, end, granule=FRAME_SIZE, policy="first-fit", guard=False, name="frames"
-        )
-        return allocator
-    return _FirstFitFrames(start, end)

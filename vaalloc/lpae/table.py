@@ -504,6 +504,11 @@ class PageTable:
             chunk_end = min(end, slot_end)
             whole = not va & mask and end >= slot_end
             slot = table + (((va >> shift) & index_mask) << 3)
+            if whole and level >= fmt.first_block_level:
+                n = min((end - va) >> shift, index_mask + 1 - ((va >> shift) & index_mask))
+                if n > 1 and self._change_leaf_run(txn, table, level, slot, n, bits, va):
+                    va += n << shift
+                    continue
             old = self._read(slot)
             child = self._owned_child(old, level)
             is_leaf = old & 1 and (old & 3 == 1 or level == 3)
@@ -530,6 +535,30 @@ class PageTable:
                 self._change_in(txn, new, level + 1, va, chunk_end, bits, missing_ok, op)
                 self._link(txn, table, level, slot, new, va)
             va = chunk_end
+
+    def _change_leaf_run(
+        self, txn: _Txn, table: int, level: int, slot: int, n: int, bits: int | None, va: int
+    ) -> bool:
+        """Unmap/protect ``n`` consecutive whole slots in one go when all are leaves; return
+        False (nothing done) otherwise, so the caller goes slot by slot."""
+        old = self._read_run(slot, n)
+        leaf_type = self._leaf_type(level)
+        if not all(desc & 3 == leaf_type for desc in old):
+            return False
+        if bits is None:
+            new = array("Q", bytes(8 * n))
+            needs_break = False
+        else:
+            new = array("Q", [(desc & ~LEAF_ATTR_MASK) | bits for desc in old])
+            needs_break = any((a ^ b) & ~_PERMISSION_BITS for a, b in zip(old, new, strict=True))
+        if table not in txn.fresh:
+            txn.journal.extend((slot + 8 * i, desc) for i, desc in enumerate(old))
+        if needs_break:  # memory type/shareability change: break-before-make
+            self._write_run(slot, array("Q", bytes(8 * n)))
+            if self.flush is not None:
+                self.flush(va, n << self.fmt.shifts[level])
+        self._write_run(slot, new)
+        return True
 
     def _change_leaf(
         self, txn: _Txn, table: int, slot: int, old: int, bits: int | None, va: int, level: int
