@@ -9,10 +9,9 @@ point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.
 
 from __future__ import annotations
 
-from typing import Any
-
 from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
-from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, Fault, PageTable, PhysicalMemory
+from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, FaultError, PageTable, PhysicalMemory
+from vaalloc.lpae.mmu import MMU, StaleHit
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
 from vaalloc.xen.layout import (
@@ -27,6 +26,7 @@ from vaalloc.xen.logdirty import LogDirty
 from vaalloc.xen.p2m import P2M
 from vaalloc.xen.pagetables import XenPageTables
 from vaalloc.xen.sched import context_switch
+from vaalloc.xen.tlbindex import VmidIndexedTLB
 from vaalloc.xen.vlpt import P2MLookup, PartitionedVLPT
 from vaalloc.xen.vmap import Vmap
 
@@ -35,10 +35,8 @@ __all__ = ["Xen"]
 _STRATEGIES = {"partitioned": PartitionedVLPT}
 
 
-def _make_mmu(mem: PhysicalMemory, tlb_entries: int, stale_check: bool) -> Any:
-    from vaalloc.lpae import MMU, TLB  # type: ignore[attr-defined]
-
-    return MMU(mem, tlb=TLB(capacity=tlb_entries), stale_check=stale_check)
+def _make_mmu(mem: PhysicalMemory, tlb_entries: int, stale_check: bool) -> MMU:
+    return MMU(mem, tlb=VmidIndexedTLB(tlb_entries), stale_check=stale_check)
 
 
 class Xen:
@@ -69,10 +67,12 @@ class Xen:
         self.mem = PhysicalMemory(pa_bits=pa_bits)
         self.ledger = Ledger()
         self.pagetables = XenPageTables(self.mem, self.ledger, cpus, xenheap_size)
-        self.mmus: list[Any] = []
+        self.mmus: list[MMU] = []
         for cpu in range(cpus):
             mmu = _make_mmu(self.mem, tlb_entries, stale_check)
             mmu.set_hyp(httbr=self.pagetables.pgtable[cpu], fmt=ARMV7_S1)
+            if self.mmus:
+                self.mmus[0].join(mmu)  # one inner-shareable domain: ...IS ops reach all
             self.mmus.append(mmu)
         self.current: list[Domain | None] = [None] * cpus
         self.domains: dict[int, Domain] = {}
@@ -116,11 +116,11 @@ class Xen:
         """
         self.check_cpu(cpu)
         mmu = self.mmus[cpu]
-        counters = mmu.counters
-        misses, reads = counters["misses"], counters["walk_reads"]
-        value: int = mmu.hyp_read64(va)
-        self.ledger.add("hyp_tlb_misses", counters["misses"] - misses)
-        self.ledger.add("hyp_walk_reads", counters["walk_reads"] - reads)
+        misses, reads = mmu.misses, mmu.walk_reads
+        value = mmu.hyp_read64(va)
+        if mmu.misses != misses:
+            self.ledger.add("hyp_tlb_misses", mmu.misses - misses)
+            self.ledger.add("hyp_walk_reads", mmu.walk_reads - reads)
         return value
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
@@ -128,17 +128,16 @@ class Xen:
         :meth:`read_va` (a permission fault for a read-only mapping)."""
         self.check_cpu(cpu)
         mmu = self.mmus[cpu]
-        counters = mmu.counters
-        misses, reads = counters["misses"], counters["walk_reads"]
+        misses, reads = mmu.misses, mmu.walk_reads
         mmu.hyp_write64(va, value)
-        self.ledger.add("hyp_tlb_misses", counters["misses"] - misses)
-        self.ledger.add("hyp_walk_reads", counters["walk_reads"] - reads)
+        if mmu.misses != misses:
+            self.ledger.add("hyp_tlb_misses", mmu.misses - misses)
+            self.ledger.add("hyp_walk_reads", mmu.walk_reads - reads)
 
     # --- TLB maintenance ---------------------------------------------------------------------
     def flush_xen_va(self, va: int) -> None:
         """TLBIMVAHIS: drop hyp translations of ``va`` on every CPU (xen_second is shared)."""
-        for mmu in self.mmus:
-            mmu.tlbi("TLBIMVAH", va)
+        self.mmus[0].tlbi("TLBIMVAHIS", va)
         self.ledger.tlbi("TLBIMVAHIS")
 
     def flush_xen_va_local(self, cpu: int, va: int) -> None:
@@ -148,8 +147,7 @@ class Xen:
 
     def flush_guest_all(self, d: Domain) -> None:
         """TLBIALLIS for ``d``'s VMID: its stage-1/2 entries leave every CPU's TLB."""
-        for mmu in self.mmus:
-            mmu.tlbi("TLBIALL", vmid=d.vmid)
+        self.mmus[0].tlbi("TLBIALLIS", vmid=d.vmid)
         self.ledger.tlbi("TLBIALLIS")
 
     def flush_guest_local(self, cpu: int, d: Domain) -> None:
@@ -176,7 +174,8 @@ class Xen:
         VMIDs or physical memory run out (nothing leaked).
         """
         if isinstance(ram, bool) or not isinstance(ram, int) or ram <= 0 or ram % PAGE_SIZE:
-            raise RangeError(f"create_domain(ram={ram!r}): expected a positive multiple of 4KB")
+            shown = f"{ram:#x}" if isinstance(ram, int) else repr(ram)
+            raise RangeError(f"create_domain(ram={shown}): expected a positive multiple of 4KB")
         if GUEST_RAM_BASE + ram > 1 << P2M_IPA_BITS:
             raise RangeError(f"create_domain(ram={ram:#x}): beyond the 40-bit IPA space")
         vmid = next((v for v in range(1, MAX_VMID + 1) if v not in self._vmids), None)
@@ -252,23 +251,42 @@ class Xen:
     def _guest_access(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
         self.check_domain(d)
         self.check_cpu(cpu)
-        if not isinstance(ipa, int) or not d.in_ram(ipa):
-            raise RangeError(f"guest access at IPA {ipa!r} outside {d!r}'s RAM")
-        if self.current[cpu] is not d:
+        if isinstance(ipa, bool) or not isinstance(ipa, int) or not d.in_ram(ipa):
+            shown = f"{ipa:#x}" if isinstance(ipa, int) else repr(ipa)
+            raise RangeError(f"guest access at IPA {shown} outside {d!r}'s RAM")
+        prev = self.current[cpu]
+        if prev is not d:
             context_switch(self, cpu, d)
+        try:
+            return self._translate_or_fault(d, ipa, cpu, access)
+        except BaseException:
+            if prev is not d:  # a failed access leaves the CPU as it found it
+                context_switch(self, cpu, prev)
+            raise
+
+    def _translate_or_fault(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
         mmu = self.mmus[cpu]
-        t = mmu.guest_translate(ipa, access=access)
-        if isinstance(t, Fault) and t.kind == "permission" and access == "write" and d.logdirty:
+        counts = self.ledger.counts
+        misses = mmu.misses - counts["hyp_tlb_misses"]
+        try:
+            try:
+                return mmu.guest_pa(ipa, access)
+            except FaultError as error:
+                fault = error.fault
+                if fault.kind != "permission" or access != "write" or not d.logdirty:
+                    raise
             self.ledger.add("faults")
             self.logdirty.handle_fault(cpu, d, ipa)
-            t = mmu.guest_translate(ipa, access=access)
-        if isinstance(t, Fault):
+            return mmu.guest_pa(ipa, access)
+        except FaultError as error:
+            f = error.fault
             raise MappingError(
-                f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{t.stage} "
-                f"{t.kind} fault at level {t.level}"
-            )
-        pa: int = t.pa
-        return pa
+                f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{f.stage} "
+                f"{f.kind} fault at level {f.level}"
+            ) from error
+        finally:
+            # The MMU counts hyp and guest misses together; the hyp ones are in the ledger.
+            counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
 
     def guest_write(self, d: Domain, ipa: int, cpu: int = 0, value: int | None = None) -> int:
         """Guest ``d`` writes at ``ipa`` on ``cpu``; return the PA written.
@@ -316,7 +334,7 @@ class Xen:
         self.domheap.unmap_domain_page(cpu, va)
 
     # --- checks --------------------------------------------------------------------------------
-    def stale_hits(self) -> list[Any]:
+    def stale_hits(self) -> list[StaleHit]:
         """Every stale TLB hit recorded by any CPU's MMU (needs ``stale_check=True``)."""
         return [hit for mmu in self.mmus for hit in mmu.stale_hits]
 
