@@ -344,38 +344,51 @@ class RangeAllocator:
             OutOfSpace: no free run satisfies the request now.
             Unsupported: a constraint other than ``align`` on a xen_vmap instance.
         """
-        with self._lock:
-            if self._released:
-                raise RangeError(f"{self._who()} was released; it manages nothing")
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of "with" on CPython
+        try:
             if self._xen is not None:
                 return self._xen_alloc(nr, align, phase, nocross, min_addr, max_addr)
             if nr.__class__ is not int or nr < 1:
-                raise RangeError(f"{self._who()}: nr={nr!r} must be an int of at least 1")
+                raise RangeError(f"{self._label}: nr={nr!r} must be an int of at least 1")
             if align.__class__ is not int or align != 1:
-                align = check_power_of_two(align, "align", self._who())
-            who = self._label
-            if phase:
-                phase = check_int(phase, "phase", who, error=AlignmentError)
-                if not 0 <= phase < align:
-                    raise AlignmentError(f"{who}: phase={phase} must be in [0, align={align})")
-            if nocross:
-                nocross = check_power_of_two(nocross, "nocross", who)
-                if phase % min(align, nocross) + nr > nocross:
-                    raise AlignmentError(
-                        f"{who}: nr={nr} with align={align} phase={phase} can never fit "
-                        f"between nocross={nocross} boundaries"
-                    )
+                align = check_power_of_two(align, "align", self._label)
+            if self._released:
+                raise RangeError(f"{self._label} was released; it manages nothing")
+            if phase or nocross:
+                self._check_phase_nocross(nr, align, phase, nocross)
             lo_u = hi_u = None
             if min_addr is not None or max_addr is not None:
                 lo_u, hi_u = self._window(min_addr, max_addr)
+            index = self._index
             u = self._search(nr, align, phase, nocross, lo_u, hi_u)
             if u < 0:
                 raise OutOfSpace(
-                    f"{who}: no free run of nr={nr} granules (align={align}, phase={phase}, "
-                    f"nocross={nocross}, min_addr={min_addr!r}, max_addr={max_addr!r})"
+                    f"{self._label}: no free run of nr={nr} granules (align={align}, "
+                    f"phase={phase}, nocross={nocross}, min_addr={min_addr!r}, "
+                    f"max_addr={max_addr!r})"
                 )
-            self._take(u, nr, self._index.found)
+            index.take(index.found, u, u + nr)
+            self._bitmap.set_run(u, nr)
+            self._live[u] = nr
             return u * self._granule
+        finally:
+            lock.release()
+
+    def _check_phase_nocross(self, nr: int, align: int, phase: object, nocross: object) -> None:
+        who = self._label
+        phase = check_int(phase, "phase", who, error=AlignmentError)
+        if not 0 <= phase < align:
+            raise AlignmentError(f"{who}: phase={phase} must be in [0, align={align})")
+        if nocross:
+            nocross = check_power_of_two(nocross, "nocross", who)
+            if phase % min(align, nocross) + nr > nocross:
+                raise AlignmentError(
+                    f"{who}: nr={nr} with align={align} phase={phase} can never fit "
+                    f"between nocross={nocross} boundaries"
+                )
+        elif nocross.__class__ is not int:
+            raise AlignmentError(f"{who}: nocross must be an int, got {nocross!r}")
 
     def _window(self, min_addr: int | None, max_addr: int | None) -> tuple[int | None, int | None]:
         who = self._who()
@@ -399,13 +412,7 @@ class RangeAllocator:
         Precondition: the run lies in the hole starting at ``s`` and respects the guards (the
         search or ``reserve`` proved it).  Cannot fail, so a failed call never gets this far.
         """
-        index = self._index
-        e_u = u + nr
-        e = index.remove(s)
-        if s < u:
-            index.add(s, u)
-        if e_u < e:
-            index.add(e_u, e)
+        self._index.take(s, u, u + nr)
         self._bitmap.set_run(u, nr)
         self._live[u] = nr
 
@@ -431,23 +438,24 @@ class RangeAllocator:
                 f"{who}: xen_vmap supports only nr and align (phase={phase!r}, "
                 f"nocross={nocross!r}, min_addr={min_addr!r}, max_addr={max_addr!r})"
             )
-        if nr.__class__ is not int:
-            nr = check_int(nr, "nr", who)
-        if nr < 1:
-            raise RangeError(f"{who}: nr={nr} must be at least 1 granule")
+        if nr.__class__ is not int or nr < 1:
+            raise RangeError(f"{who}: nr={nr!r} must be an int of at least 1")
         if align.__class__ is not int:
             align = check_int(align, "align", who, error=AlignmentError)
-        if align < 0:
-            raise AlignmentError(f"{who}: align={align} is negative")
-        if align & (align - 1) or not align:
+        if align & (align - 1) or align <= 0:
+            if align < 0:
+                raise AlignmentError(f"{who}: align={align} is negative")
             align = xen_align(align)
         index = self._index
         u = index.first_fit(nr, align, 0, 0, None, None)
         if u < 0:
             u = self._xen_grow(nr, align)
+        # vm_alloc: "if ( start <= vm_low + 2 ) vm_low = bit;" (bit = start + nr)
         if u <= self._vm_low + 2:
             self._vm_low = u + nr
-        self._take(u, nr, index.found)
+        index.take(index.found, u, u + nr)
+        self._bitmap.set_run(u, nr)
+        self._live[u] = nr
         return (u + self._origin) * self._granule
 
     def _xen_grow(self, nr: int, align: int) -> int:
@@ -534,40 +542,31 @@ class RangeAllocator:
                 address inside a run, outside the range, misaligned, or a carved child's range,
                 which must be given back with the child's :meth:`release`).
         """
-        with self._lock:
-            u = self._free_unit(va)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if va.__class__ is not int:
+                raise InvalidFree(f"{self._label}: cannot free {va!r}: not an address")
+            g = self._granule
+            u = va // g - self._origin
+            if va % g or u not in self._live:
+                raise InvalidFree(f"{self._label}: {va:#x} is not the start of a live allocation")
+            if self._children and u in self._children:
+                raise InvalidFree(
+                    f"{self._label}: {va:#x} is carved by child {self._children[u].name!r}; "
+                    "call its release()"
+                )
             return self._give_back(u)
-
-    def _free_unit(self, va: object) -> int:
-        who = self._who()
-        if isinstance(va, bool) or not isinstance(va, int):
-            raise InvalidFree(f"{who}: cannot free {va!r}: not an address")
-        g = self._granule
-        u = va // g - self._origin
-        if va % g or u not in self._live:
-            raise InvalidFree(f"{who}: {va:#x} is not the start of a live allocation")
-        if u in self._children:
-            raise InvalidFree(
-                f"{who}: {va:#x} is carved by child {self._children[u].name!r}; call its release()"
-            )
-        return u
+        finally:
+            lock.release()
 
     def _give_back(self, u: int) -> int:
         nr = self._live.pop(u)
         index = self._index
-        e = u + nr
-        if self._xen is not None and u < self._vm_low:
+        if u < self._vm_low and self._xen is not None:
             # vm_free: vm_low drops to the first bit of the zero run holding u - 1.
             self._vm_low = index.end_to_start[u]
-        s = index.end_to_start.get(u)
-        if s is not None:
-            index.remove(s)
-        else:
-            s = u
-        right = index.start_to_end.get(e)
-        if right is not None:
-            e = index.remove(e)
-        index.add(s, e)
+        index.give(u, u + nr)
         self._bitmap.clear_run(u, nr)
         return nr
 

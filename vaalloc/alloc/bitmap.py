@@ -65,10 +65,26 @@ class ChunkedBitmap:
 
     def set_run(self, start: int, n: int) -> None:
         """Set bits ``[start, start + n)``.  O(1 + n / CHUNK_BITS) int operations."""
+        off = start & _CHUNK_MASK
+        if off + n < CHUNK_BITS:  # fast path: inside one chunk, not filling it
+            c = start >> CHUNK_SHIFT
+            old = self._chunks.get(c, 0)
+            if not old:
+                self._keys.add(c)
+            new = old | (((1 << n) - 1) << off)
+            self._chunks[c] = FULL if new == FULL else new
+            return
         self._update_run(start, n, True)
 
     def clear_run(self, start: int, n: int) -> None:
         """Clear bits ``[start, start + n)``.  O(1 + n / CHUNK_BITS) int operations."""
+        off = start & _CHUNK_MASK
+        if off + n < CHUNK_BITS:
+            c = start >> CHUNK_SHIFT
+            new = self._chunks.get(c, 0) & ~(((1 << n) - 1) << off)
+            if new:
+                self._chunks[c] = new
+                return
         self._update_run(start, n, False)
 
     def _update_run(self, start: int, n: int, value: bool) -> None:

@@ -16,10 +16,12 @@ size classes
     holes with a usable length of at least one granule go into the sorted list (by start) of
     their *size class*: one class per exact length below 64 granules, then eight classes per
     power of two (TLSF-style).  ``mask`` has bit ``k`` set when class ``k`` is non-empty.
-head tree
-    a small segment tree over classes holding each class's lowest hole start; the lowest start
-    among all classes ``>= k`` (a suffix minimum) costs O(log C), C being the number of classes
-    (at most 528, about 180 for 2**20 granules).
+class heads
+    each class's lowest hole start, and the minimum of each group of 16 classes; the lowest
+    start among all classes ``>= k`` (a suffix minimum) is two ``min()`` over at most 16 and
+    C/16 entries, C being the number of classes (at most 528; 177 for 2**20 granules).  In C
+    this would be a 64-bit "non-empty" mask per group and a tiny segment tree; in CPython two
+    builtin ``min()`` calls over short lists are cheaper than a Python-level tree walk.
 ``by_len``
     for best-fit only: a sorted list of ``(raw length, start)``.
 
@@ -34,25 +36,38 @@ one in address order and stops as soon as it passes the best candidate found so 
 Complexities (n = holes, C = size classes, m = near-miss holes tested before the answer):
 
 =================================  ====================================================
-first-fit, no ``lo_addr``          O(log C + m log n)  (m = 0 when align = nocross = 1)
+first-fit, no ``lo_addr``          O(C/16 + m log n)  (m = 0 when align = nocross = 1)
 first-fit with ``lo_addr``         O(C log n + m)
 best-fit                           O(log n + m'), m' = holes skipped (near misses, or
                                    outside ``[lo_addr, hi_addr)``)
-instant-fit, no ``lo/hi_addr``     O(log C + log n)  (vmem's guaranteed-fit freelist)
+instant-fit, no ``lo/hi_addr``     O(1 + log n)  (vmem's guaranteed-fit freelist)
 instant-fit fallback / window      O(C log n + m)
-add / remove a hole                O(log n + log C)
+add / remove a hole                O(log n + 16)
 =================================  ====================================================
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
+from itertools import islice
+from typing import TypeAlias
 
 from sortedcontainers import SortedList
+
+#: A size class's hole starts: a plain sorted list while small, a SortedList once large.
+Members: TypeAlias = "list[int] | SortedList"
 
 __all__ = ["FreeIndex", "class_lower_bound", "fit_in", "size_class"]
 
 _EXACT = 64  # lengths below this have a class of their own
+_GROUP_SHIFT = 4
+_GROUP = 1 << _GROUP_SHIFT  # classes per group of the two-level head minimum
+# A class holds a plain sorted list (C-level bisect/insort, O(1) bounded memmove) until it
+# reaches this many holes, then a SortedList (O(log n)).  SortedList is itself built from
+# lists of about this size; skipping its bookkeeping for small classes halves the cost of the
+# allocator's hottest path.
+_PROMOTE = 2048
 _INF = 1 << 127  # larger than any unit number
 
 
@@ -95,8 +110,9 @@ class FreeIndex:
     """
 
     __slots__ = (
-        "_heads_size",
-        "_tree",
+        "_group_min",
+        "_heads",
+        "_ncls",
         "by_len",
         "classes",
         "end_to_start",
@@ -128,13 +144,14 @@ class FreeIndex:
         self.start_to_end: dict[int, int] = {}
         self.end_to_start: dict[int, int] = {}
         self.use_classes = use_classes
-        ncls = size_class(max(max_length, 1)) + 1
-        size = 1
-        while size < ncls:
-            size <<= 1
-        self._heads_size = size
-        self._tree = [_INF] * (2 * size)
-        self.classes: list[SortedList | None] = [None] * size
+        ngroups = (size_class(max(max_length, 1)) >> _GROUP_SHIFT) + 1
+        self._ncls = ngroups << _GROUP_SHIFT
+        # Class heads in two levels: _heads[k] is the lowest start in class k, _group_min[g]
+        # the lowest of _heads over group g (16 classes), plus a trailing _INF sentinel.  A
+        # suffix minimum is then two C-level min() calls over short slices.
+        self._heads = [_INF] * self._ncls
+        self._group_min = [_INF] * (ngroups + 1)
+        self.classes: list[Members | None] = [None] * self._ncls
         self.mask = 0
         self.by_len: SortedList | None = SortedList() if use_by_len else None
         #: Start of the hole holding the last successful search's answer.
@@ -150,6 +167,17 @@ class FreeIndex:
         ue = e - 1 if e != self.hi else e
         return us, ue
 
+    def _class_of(self, s: int, e: int) -> int:
+        """Size class of the hole ``[s, e)`` by usable length, or -1 if it holds nothing."""
+        if self.guard:
+            length = e - s - (e != self.hi) - (self.guard_at_lo or s != self.lo)
+        else:
+            length = e - s
+        if length < _EXACT:
+            return length if length > 0 else -1
+        bl = length.bit_length()
+        return _EXACT + 8 * (bl - 7) + ((length >> (bl - 4)) & 7)
+
     # -- maintenance -------------------------------------------------------------------------
 
     def add(self, s: int, e: int) -> None:
@@ -158,20 +186,34 @@ class FreeIndex:
         self.end_to_start[e] = s
         if self.by_len is not None:
             self.by_len.add((e - s, s))
-        if not self.use_classes:
-            return
-        us, ue = self.usable(s, e)
-        if ue <= us:
-            return
-        k = size_class(ue - us)
+        if self.use_classes:
+            self._class_add(s, e)
+
+    def _class_add(self, s: int, e: int) -> None:
+        # Inlined _class_of: this is the allocator's hottest path.
+        if self.guard:
+            length = e - s - (e != self.hi) - (self.guard_at_lo or s != self.lo)
+        else:
+            length = e - s
+        if length < _EXACT:
+            if length <= 0:
+                return
+            k = length
+        else:
+            bl = length.bit_length()
+            k = _EXACT + 8 * (bl - 7) + ((length >> (bl - 4)) & 7)
         sl = self.classes[k]
         if sl is None:
-            sl = self.classes[k] = SortedList()
-        sl.add(s)
-        self.mask |= 1 << k
-        leaf = k + self._heads_size
-        if s < self._tree[leaf]:
-            self._set_head(leaf, s)
+            self.classes[k] = [s]
+        elif isinstance(sl, list):
+            insort(sl, s)
+            if len(sl) > _PROMOTE:
+                self.classes[k] = SortedList(sl)
+        else:
+            sl.add(s)
+        if s < self._heads[k]:
+            self.mask |= 1 << k
+            self._set_head(k, s)
 
     def remove(self, s: int) -> int:
         """Remove the hole starting at ``s`` and return its end."""
@@ -179,23 +221,94 @@ class FreeIndex:
         del self.end_to_start[e]
         if self.by_len is not None:
             self.by_len.remove((e - s, s))
-        if not self.use_classes:
-            return e
-        us, ue = self.usable(s, e)
-        if ue <= us:
-            return e
-        k = size_class(ue - us)
+        if self.use_classes:
+            self._class_remove(s, e)
+        return e
+
+    def _class_remove(self, s: int, e: int) -> None:
+        if self.guard:
+            length = e - s - (e != self.hi) - (self.guard_at_lo or s != self.lo)
+        else:
+            length = e - s
+        if length < _EXACT:
+            if length <= 0:
+                return
+            k = length
+        else:
+            bl = length.bit_length()
+            k = _EXACT + 8 * (bl - 7) + ((length >> (bl - 4)) & 7)
         sl = self.classes[k]
         assert sl is not None
-        sl.remove(s)
-        leaf = k + self._heads_size
-        if self._tree[leaf] == s:
+        if isinstance(sl, list):
+            del sl[bisect_left(sl, s)]
+        else:
+            sl.remove(s)
+        if self._heads[k] == s:
             if sl:
-                self._set_head(leaf, sl[0])
+                self._set_head(k, sl[0])
             else:
                 self.mask &= ~(1 << k)
-                self._set_head(leaf, _INF)
-        return e
+                self._set_head(k, _INF)
+
+    def take(self, s: int, u: int, end: int) -> None:
+        """Carve the run ``[u, end)`` out of the hole starting at ``s``: the hole is removed
+        and what is left on either side is re-inserted.  One call instead of three."""
+        s_to_e = self.start_to_end
+        e = s_to_e.pop(s)
+        e_to_s = self.end_to_start
+        del e_to_s[e]
+        by_len = self.by_len
+        if by_len is not None:
+            by_len.remove((e - s, s))
+        classes = self.use_classes
+        if classes:
+            self._class_remove(s, e)
+        if s < u:
+            s_to_e[s] = u
+            e_to_s[u] = s
+            if by_len is not None:
+                by_len.add((u - s, s))
+            if classes:
+                self._class_add(s, u)
+        if end < e:
+            s_to_e[end] = e
+            e_to_s[e] = end
+            if by_len is not None:
+                by_len.add((e - end, end))
+            if classes:
+                self._class_add(end, e)
+
+    def give(self, u: int, end: int) -> None:
+        """Return the run ``[u, end)`` to the index, merging it with the holes on either side
+        (found in O(1) through the end/start dicts)."""
+        s_to_e = self.start_to_end
+        e_to_s = self.end_to_start
+        by_len = self.by_len
+        classes = self.use_classes
+        s = e_to_s.pop(u, None)
+        if s is None:
+            s = u
+        else:
+            del s_to_e[s]
+            if by_len is not None:
+                by_len.remove((u - s, s))
+            if classes:
+                self._class_remove(s, u)
+        e = s_to_e.pop(end, None)
+        if e is None:
+            e = end
+        else:
+            del e_to_s[e]
+            if by_len is not None:
+                by_len.remove((e - end, end))
+            if classes:
+                self._class_remove(end, e)
+        s_to_e[s] = e
+        e_to_s[e] = s
+        if by_len is not None:
+            by_len.add((e - s, s))
+        if classes:
+            self._class_add(s, e)
 
     def set_hi(self, hi: int) -> None:
         """Move the window top (Xen's ``vm_top`` growth), re-indexing the hole touching it."""
@@ -209,32 +322,25 @@ class FreeIndex:
         elif tail is not None:
             self.add(tail, old)
 
-    def _set_head(self, node: int, value: int) -> None:
-        # Invariant: tree[i] == min(tree[2i], tree[2i+1]) for internal nodes.
-        tree = self._tree
-        tree[node] = value
-        node >>= 1
-        while node:
-            a = tree[2 * node]
-            b = tree[2 * node + 1]
-            m = a if a < b else b
-            if tree[node] == m:
-                break
-            tree[node] = m
-            node >>= 1
+    def _set_head(self, k: int, value: int) -> None:
+        # Invariant: _group_min[g] == min(_heads[16g : 16g + 16]).
+        heads = self._heads
+        old = heads[k]
+        heads[k] = value
+        g = k >> _GROUP_SHIFT
+        gmin = self._group_min
+        if value < gmin[g]:
+            gmin[g] = value
+        elif old == gmin[g]:
+            base = g << _GROUP_SHIFT
+            gmin[g] = min(heads[base : base + _GROUP])
 
     def _suffix_min(self, k: int) -> int:
         """Lowest hole start among classes ``>= k``."""
-        tree = self._tree
-        node = k + self._heads_size
-        best = tree[node]
-        while node > 1:
-            if not node & 1:
-                v = tree[node + 1]
-                if v < best:
-                    best = v
-            node >>= 1
-        return best
+        g = k >> _GROUP_SHIFT
+        a = min(self._heads[k : (g + 1) << _GROUP_SHIFT])
+        b = min(self._group_min[g + 1 :])
+        return a if a < b else b
 
     # -- searches ----------------------------------------------------------------------------
 
@@ -254,11 +360,24 @@ class FreeIndex:
         """Lowest start of a run satisfying every constraint, or -1.  Needs size classes."""
         if lo_addr is not None:
             return self._windowed(nr, align, phase, nocross, lo_addr, hi_addr, lowest=True)
+        if align == 1 and not nocross and hi_addr is None and nr < _EXACT and nr < self._ncls:
+            # Fast path: no near misses, the answer is the lowest head of classes >= nr.
+            g = nr >> _GROUP_SHIFT
+            best = min(self._heads[nr : (g + 1) << _GROUP_SHIFT])
+            other = min(self._group_min[g + 1 :])
+            if other < best:
+                best = other
+            if best == _INF:
+                return -1
+            self.found = best
+            if self.guard and (self.guard_at_lo or best != self.lo):
+                return best + 1
+            return best
         g = nr + (align if align > nocross else nocross) - 1
         k0 = size_class(g)
         if class_lower_bound(k0) < g:
             k0 += 1  # class k0 mixes lengths below g: treat it as a near miss
-        best = self._suffix_min(k0) if k0 < self._heads_size else _INF
+        best = self._suffix_min(k0) if k0 < self._ncls else _INF
         best_c = -1
         if best != _INF:
             us, ue = self.usable(best, self.start_to_end[best])
@@ -379,10 +498,10 @@ class FreeIndex:
                 sl = self.classes[k]
                 assert sl is not None
                 # The hole holding lo_a may start below it: step back one to include it.
-                i = sl.bisect_left(lo_a)
+                i = bisect_left(sl, lo_a) if isinstance(sl, list) else sl.bisect_left(lo_a)
                 if i:
                     i -= 1
-                for s in sl.islice(i):
+                for s in islice(sl, i, None) if isinstance(sl, list) else sl.islice(i):
                     if s >= best_s or s >= hi_a:
                         break
                     e = s_to_e[s]
@@ -453,12 +572,14 @@ class FreeIndex:
                     return f"size class {k} disagrees with the holes"
                 if got:
                     mask |= 1 << k
-                head = got[0] if got else _INF
-                if self._tree[k + self._heads_size] != head:
-                    return f"head tree leaf for class {k} is stale"
+                if self._heads[k] != (got[0] if got else _INF):
+                    return f"head of class {k} is stale"
             if mask != self.mask:
                 return "non-empty class mask is stale"
-            for node in range(self._heads_size - 1, 0, -1):
-                if self._tree[node] != min(self._tree[2 * node], self._tree[2 * node + 1]):
-                    return f"head tree node {node} is not the min of its children"
+            for g in range(len(self._group_min) - 1):
+                base = g << _GROUP_SHIFT
+                if self._group_min[g] != min(self._heads[base : base + _GROUP]):
+                    return f"group minimum {g} is stale"
+            if self._group_min[-1] != _INF:
+                return "group minimum sentinel overwritten"
         return None

@@ -1,0 +1,1 @@
+"""Deliberately plain reference implementations that fast code is tested against."""
