@@ -23,7 +23,7 @@ import attrs
 
 from vaalloc.errors import AlignmentError, RangeError
 from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
-from vaalloc.lpae.fastwalk import leaf_fn
+from vaalloc.lpae.fastwalk import LeafFn, leaf_fn
 from vaalloc.lpae.geometry import ARMV7_S1, ARMV7_S2_40, Format
 from vaalloc.lpae.memory import PhysicalMemory
 from vaalloc.lpae.tlb import TLB, TLBEntry, hyp_key
@@ -42,6 +42,7 @@ from vaalloc.lpae.walk import (
 __all__ = ["MMU", "TLBI_OPS", "StaleHit"]
 
 _NAMES: dict[int, Literal["read", "write", "exec"]] = {1: "read", 2: "write", 4: "exec"}
+_HIERARCHICAL = 0xF << 59  # PXNTable, XNTable, APTable
 
 
 @attrs.frozen
@@ -75,6 +76,7 @@ class _Regime:
     geo: Geometry
     shifts: tuple[int, ...]  # leaf block sizes, smallest first (probe order)
     tag: int  # VMID (stage 2) or ASID (guest stage 1); 0 for hyp
+    leaf: LeafFn  # the compiled walker of fmt
 
 
 def _regime(mem: PhysicalMemory, root: int, fmt: Format, tag: int, what: str) -> _Regime:
@@ -88,7 +90,7 @@ def _regime(mem: PhysicalMemory, root: int, fmt: Format, tag: int, what: str) ->
         raise RangeError(f"MMU.{what}: tag {tag!r} is not a 16-bit VMID/ASID")
     geo = geometry_of(fmt)
     shifts = tuple(sorted(fmt.shifts[level] for level in fmt.levels if fmt.can_block(level)))
-    return _Regime(root, fmt, geo, shifts, tag)
+    return _Regime(root, fmt, geo, shifts, tag, leaf_fn(geo))
 
 
 class MMU:
@@ -111,6 +113,9 @@ class MMU:
         self._s2: _Regime | None = None
         self._s1: _Regime | None = None
         self._domain: list[MMU] = [self]
+        self._tlb_get = self.tlb.entries.get
+        self._lru = self.tlb.lru
+        self._hyp_probe: tuple[int, ...] = ()  # block sizes (shifts) of cached hyp entries
         # Hot counters are plain attributes; :attr:`counters` presents them with the rest.
         self.hits = 0
         self.misses = 0
@@ -157,7 +162,7 @@ class MMU:
             raise RangeError(f"MMU.set_stage1: asid {asid!r} is not a 16-bit ASID")
         geo = geometry_of(chosen)
         shifts = tuple(sorted(chosen.shifts[lv] for lv in chosen.levels if chosen.can_block(lv)))
-        self._s1 = _Regime(ttbr0, chosen, geo, shifts, asid)
+        self._s1 = _Regime(ttbr0, chosen, geo, shifts, asid, leaf_fn(geo))
 
     def join(self, other: MMU) -> None:
         """Put ``other`` in this MMU's inner-shareable domain: ``...IS`` maintenance on any
@@ -215,52 +220,68 @@ class MMU:
     def hyp_pa(self, va: int, access: str = "read") -> int:
         """Translate hyp VA ``va`` through the TLB: the PA, or FaultError (stage 1).
 
-        The hot path: a hit costs one dict lookup per probed block size.  A miss walks with
-        the compiled walker and caches the leaf.  Raises RangeError for a bad VA/access or
-        when no hyp regime is set."""
-        a = ACCESS_BITS.get(access)
+        The hot path the Xen model uses: a hit costs one dict lookup per cached block size
+        and builds no object.  A miss walks with the compiled walker and caches the leaf.
+        Raises RangeError for a bad VA/access or when no hyp regime is set."""
+        a = ACCESS_BITS.get(access, 0)
+        try:
+            for shift in self._hyp_probe:
+                key = ((va >> shift) << 6) | shift
+                entry = self._tlb_get(key)
+                if entry is not None:
+                    self.hits += 1
+                    if self._lru:
+                        self.tlb.entries.move_to_end(key)
+                    if entry[1] & a and not self.stale_check:
+                        return entry[0] | (va & entry[9])
+                    return self._hyp_hit_checked(va, entry, a, access)
+        except TypeError:
+            pass  # not an integer: the miss path reports it
+        return self._hyp_miss(va, a, access)
+
+    def _hyp_hit_checked(self, va: int, entry: TLBEntry, a: int, access: str) -> int:
+        hyp = self._need_hyp(va, "hyp_pa")
+        if not a:
+            raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
+        if self.stale_check:
+            self._check_hyp_hit(hyp, va, entry, access)
+        if entry[1] & a:
+            return entry[0] | (va & entry[9])
+        raise FaultError(Fault("permission", entry[2], va, access=_NAMES[a]))
+
+    def _hyp_miss(self, va: int, a: int, access: str) -> int:
         hyp = self._hyp
-        if a is None or hyp is None or not 0 <= va < hyp.geo.ia_reg_limit:
+        if hyp is None or not a or va.__class__ is not int or not 0 <= va < hyp.geo.ia_reg_limit:
             self._need_hyp(va, "hyp_pa")
             raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
-        entries = self.tlb.entries
-        for shift in hyp.shifts:
-            key = ((va >> shift) << 6) | shift
-            entry = entries.get(key)
-            if entry is not None:
-                entries.move_to_end(key)
-                self.hits += 1
-                if self.stale_check:
-                    self._check_hyp_hit(hyp, va, entry, access)
-                if entry[1] & a:
-                    return entry[0] | (va & ((1 << shift) - 1))
-                raise FaultError(Fault("permission", entry[2], va, access=_NAMES[a]))
-        return self._hyp_miss(hyp, va, a)
-
-    def _hyp_walk(self, hyp: _Regime, va: int) -> tuple[int, int, int, str]:
+        geo = hyp.geo
         self.misses += 1
         self.walks += 1
-        desc, level, tbl, kind = leaf_fn(hyp.geo)(self.mem._frames, hyp.root, va)
-        if va < hyp.geo.ia_limit:
-            self.walk_reads += level - hyp.geo.start + 1
-        return desc, level, tbl, kind
-
-    def _hyp_fill(self, hyp: _Regime, va: int, desc: int, level: int, tbl: int) -> TLBEntry:
-        geo = hyp.geo
-        shift = geo.shifts[level]
-        base = desc & geo.addr_mask & ~((1 << shift) - 1)
-        mask = permissions(geo, desc, tbl) & 7
-        entry: TLBEntry = (base, mask, level, desc, shift, -1, -1, -1, False)
-        self.tlb.insert(hyp_key(va, shift), entry)
-        return entry
-
-    def _hyp_miss(self, hyp: _Regime, va: int, a: int) -> int:
-        desc, level, tbl, kind = self._hyp_walk(hyp, va)
+        desc, level, tbl, kind = hyp.leaf(self.mem._frames, hyp.root, va)
+        if va < geo.ia_limit:
+            self.walk_reads += level - geo.start + 1
         if kind:
             raise FaultError(Fault(kind, level, va, access=_NAMES[a]))  # type: ignore[arg-type]
-        entry = self._hyp_fill(hyp, va, desc, level, tbl)
-        if entry[1] & a:
-            return entry[0] | (va & ((1 << entry[4]) - 1))
+        shift = geo.shifts[level]
+        low = (1 << shift) - 1
+        if tbl & _HIERARCHICAL:
+            mask = permissions(geo, desc, tbl) & 7
+        else:
+            mask = geo.lut[((desc >> 6) & 3) | ((desc >> 52) & 4) | ((desc >> 50) & 8)] & 7
+        base = desc & geo.addr_mask & ~low
+        entry: TLBEntry = (base, mask, level, desc, shift, -1, -1, -1, False, low)
+        tlb = self.tlb
+        if tlb.capacity:
+            entries = tlb.entries
+            if len(entries) >= tlb.capacity:
+                entries.popitem(last=False)
+                tlb.evictions += 1
+            entries[((va >> shift) << 6) | shift] = entry
+            if shift not in self._hyp_probe:
+                tlb._shifts.add(shift)
+                self._hyp_probe = tuple(sorted((*self._hyp_probe, shift)))
+        if mask & a:
+            return base | (va & low)
         raise FaultError(Fault("permission", level, va, access=_NAMES[a]))
 
     def hyp_translate(self, va: int, access: str = "read") -> Translation | Fault:
@@ -438,16 +459,17 @@ class MMU:
         self.misses += 1
         self.walks += 1
         if s1 is None:
-            desc, level, _tbl, kind = leaf_fn(s2.geo)(self.mem._frames, s2.root, va)
+            desc, level, _tbl, kind = s2.leaf(self.mem._frames, s2.root, va)
             if va < s2.geo.ia_limit:
                 self.walk_reads += level - s2.geo.start + 1
             if kind:
                 fault = Fault(kind, level, va, stage=2, ipa=va, access=_NAMES[a])  # type: ignore[arg-type]
                 raise FaultError(fault)
             shift = s2.geo.shifts[level]
-            base = desc & s2.geo.addr_mask & ~((1 << shift) - 1)
+            low = (1 << shift) - 1
+            base = desc & s2.geo.addr_mask & ~low
             mask = permissions(s2.geo, desc, 0)
-            entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False)
+            entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False, low)
             self.tlb.insert(TLB.s2_key(s2.tag, va, shift), entry)
             return entry
         # Two stages: walk for reading (a permission refusal is decided from the entry).
@@ -477,6 +499,7 @@ class MMU:
             s2t.level,
             result.ipa & ~low,
             ng,
+            low,
         )
         self.tlb.insert(TLB.guest_key(s2.tag, s1.tag if ng else -1, va, shift), entry)
         return entry

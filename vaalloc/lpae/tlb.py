@@ -15,9 +15,12 @@ Faults are never cached (a translation, access-flag or address-size fault leaves
 on hardware); a permission fault is raised from a cached entry.  Walk caches (intermediate
 table entries) are not modelled: every miss walks from the root.
 
-Replacement rule: least recently used.  A hit moves the entry to the most-recent end; an
-insert into a full TLB evicts the least recently used entry first.  ``capacity=0`` disables
-caching (every access walks), which is how a benchmark measures the miss path.
+Replacement rule, chosen per TLB: ``"fifo"`` (default; round-robin: an insert into a full TLB
+evicts the entry inserted longest ago, hits change nothing) or ``"lru"`` (a hit also moves the
+entry to the most-recent end, and the least recently used entry is evicted).  FIFO is the
+default because it costs nothing on a hit, which is the path the Xen model runs most; both are
+deterministic, so a test can predict exactly which entry a fill evicts.  ``capacity=0``
+disables caching (every access walks), which is how a benchmark measures the miss path.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from vaalloc.errors import RangeError
 
 __all__ = ["TLB", "TLBEntry"]
 
-# An entry: (out_base, perm, level, descriptor, shift, s2perm, s2level, in_base, ng)
+# An entry: (out_base, perm, level, descriptor, shift, s2perm, s2level, in_base, ng, low)
 #   out_base: output base (PA) of the block; perm: stage-1 (or only-stage) permission mask,
 #   privileged bits 2:0 and unprivileged bits 5:3; s2perm/s2level: stage-2 mask and level for
-#   combined entries (-1 otherwise); in_base: the IPA base for combined entries (else -1).
-TLBEntry = tuple[int, int, int, int, int, int, int, int, bool]
+#   combined entries (-1 otherwise); in_base: the IPA base for combined entries (else -1);
+#   ng: the stage-1 leaf had nG=1; low: block size - 1 (offset mask).
+TLBEntry = tuple[int, int, int, int, int, int, int, int, bool, int]
 
 Key = int | tuple[int, ...]
 Kind = Literal["hyp", "guest", "s2"]
@@ -49,7 +53,7 @@ def hyp_key(va: int, shift: int) -> int:
 
 
 class TLB:
-    """A fully associative TLB of ``capacity`` entries with LRU replacement.
+    """A fully associative TLB of ``capacity`` entries, FIFO or LRU replacement.
 
     Storage only: lookups, inserts and invalidations by tag; the :class:`~vaalloc.lpae.mmu.MMU`
     decides what to look up and the architectural names of maintenance operations.
@@ -57,10 +61,14 @@ class TLB:
     O(block sizes), by tag O(entries).  Raises RangeError for a negative capacity.
     """
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 512, *, replacement: str = "fifo") -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise RangeError(f"TLB(capacity={capacity!r}): expected an integer >= 0")
+        if replacement not in ("fifo", "lru"):
+            raise RangeError(f"TLB(replacement={replacement!r}): expected 'fifo' or 'lru'")
         self.capacity = capacity
+        self.replacement = replacement
+        self.lru = replacement == "lru"
         self.entries: OrderedDict[Key, TLBEntry] = OrderedDict()
         self.evictions = 0
         self._shifts: set[int] = set()  # block sizes ever cached, for by-address invalidation
@@ -69,10 +77,14 @@ class TLB:
         return len(self.entries)
 
     def __repr__(self) -> str:
-        return f"TLB(capacity={self.capacity}, entries={len(self.entries)})"
+        return (
+            f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, "
+            f"entries={len(self.entries)})"
+        )
 
     def insert(self, key: Key, entry: TLBEntry) -> None:
-        """Cache ``entry`` under ``key``, evicting the least recently used if full."""
+        """Cache ``entry`` under ``key``, evicting the oldest (FIFO) or least recently used
+        (LRU) entry first if full.  O(1)."""
         if not self.capacity:
             return
         entries = self.entries
@@ -158,5 +170,5 @@ class TLB:
         return self._drop(match)
 
     def keys(self) -> Iterator[Key]:
-        """Keys of the cached entries, least recently used first."""
+        """Keys of the cached entries, next victim first."""
         return iter(self.entries)
