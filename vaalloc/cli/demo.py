@@ -1,22 +1,14 @@
-"""The ``vaalloc`` command.
-
-Each sub-command is a small function taking the parsed arguments and returning the process exit
-status.  Bad options end in a one-line message on stderr and a non-zero status, never a traceback:
-argparse handles malformed options (status 2) and a :class:`~vaalloc.errors.VAAllocError` raised by
-the library for a value it refuses is reported the same way (status 2).
-"""
+"""``vaalloc demo``: one request stream placed by every allocator policy and by Xen's vm_alloc."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import sys
-from collections.abc import Callable, Sequence
 
-from vaalloc.errors import VAAllocError
+from vaalloc.cli._args import integer, positive
 
-__all__ = ["main"]
+__all__ = ["register"]
 
 _POLICIES = ("first-fit", "best-fit", "instant-fit")
 
@@ -65,47 +57,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int(text: str) -> int:
-    """Parse a decimal or 0x-prefixed integer option."""
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    """Parse a strictly positive integer option."""
-    value = _int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vaalloc", description="Model VA-range allocation and ARM LPAE page tables."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``demo`` to the command's sub-parsers."""
     demo = sub.add_parser("demo", help="place one request stream with every allocator policy")
-    demo.add_argument("--start", type=_int, default=0x1000_0000, help="range start (bytes)")
-    demo.add_argument("--end", type=_int, default=0x4000_0000, help="range end (bytes)")
-    demo.add_argument("--ops", type=_positive, default=2000, help="allocations in the first pass")
+    demo.add_argument("--start", type=integer, default=0x1000_0000, help="range start (bytes)")
+    demo.add_argument("--end", type=integer, default=0x4000_0000, help="range end (bytes)")
+    demo.add_argument("--ops", type=positive, default=2000, help="allocations in the first pass")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
     demo.add_argument("--json", action="store_true", help="machine-readable output")
     demo.set_defaults(func=_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vaalloc`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except VAAllocError as exc:
-        print(f"vaalloc {args.command}: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through the console script
-    sys.exit(main())
