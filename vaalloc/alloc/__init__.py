@@ -9,8 +9,9 @@ overlapping.  See docs/allocator.md.
 from __future__ import annotations
 
 from vaalloc.alloc.allocator import SNAPSHOT_FORMAT, AllocStats, RangeAllocator
-from vaalloc.alloc.errors import InUse, Unsupported
+from vaalloc.alloc.errors import InUse, NameConflict, UnknownName, Unsupported
 from vaalloc.alloc.policies import BEST_FIT, FIRST_FIT, INSTANT_FIT, POLICIES, XEN_VMAP
+from vaalloc.alloc.space import AddressSpace
 
 __all__ = [
     "BEST_FIT",
@@ -19,8 +20,11 @@ __all__ = [
     "POLICIES",
     "SNAPSHOT_FORMAT",
     "XEN_VMAP",
+    "AddressSpace",
     "AllocStats",
     "InUse",
+    "NameConflict",
     "RangeAllocator",
+    "UnknownName",
     "Unsupported",
 ]

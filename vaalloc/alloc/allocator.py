@@ -187,6 +187,10 @@ class RangeAllocator:
             self._vm_low = 0
             self._index = self._new_index(self._lo, self._hi)
             self._index.add(self._lo, self._hi)
+        self._bind_search()
+
+    def _bind_search(self) -> None:
+        """Bind the policy's search to the current index (again after every restore)."""
         self._search = {
             FIRST_FIT: self._index.first_fit,
             XEN_VMAP: self._index.first_fit,
@@ -816,6 +820,7 @@ class RangeAllocator:
         with self._lock:
             state = self._validate_snapshot(snap)
             self._bitmap, self._index, self._live, self._vm_low = state
+            self._bind_search()
 
     def _validate_snapshot(
         self, snap: object

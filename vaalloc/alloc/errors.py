@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vaalloc.errors import VAAllocError
 
-__all__ = ["InUse", "Unsupported"]
+__all__ = ["InUse", "NameConflict", "UnknownName", "Unsupported"]
 
 
 class InUse(VAAllocError):
@@ -14,3 +14,11 @@ class InUse(VAAllocError):
 class Unsupported(VAAllocError, ValueError):
     """The call or argument is not available in this mode (e.g. ``phase`` or ``reserve`` on a
     :meth:`RangeAllocator.xen_vmap` instance, whose placement must stay exactly Xen's)."""
+
+
+class NameConflict(VAAllocError, ValueError):
+    """An :class:`AddressSpace` already holds an instance of that name."""
+
+
+class UnknownName(VAAllocError, KeyError):
+    """An :class:`AddressSpace` holds no instance of that name."""
