@@ -176,7 +176,7 @@ class LogDirty:
         kind = leaf & P2M_TYPE_MASK
         if kind == _TYPE_LOGDIRTY and leaf & 1:
             lookup.write_leaf(cpu, d, ipa, leaf_to_rw(leaf))
-            ledger.add("p2m_pte_writes")
+            ledger.counts["p2m_pte_writes"] += 1
             d.dirty.add(ipa >> PAGE_SHIFT)
         elif kind == _TYPE_RW and leaf & S2_WRITE:
             ledger.add("spurious_faults")

@@ -10,10 +10,11 @@ point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.
 from __future__ import annotations
 
 from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
-from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, FaultError, PageTable, PhysicalMemory
+from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, Fault, FaultError, PageTable, PhysicalMemory
 from vaalloc.lpae.mmu import MMU, StaleHit
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
+from vaalloc.xen.fastpath import s2_fill, s2_probe
 from vaalloc.xen.layout import (
     GUEST_RAM_BASE,
     MAX_VMID,
@@ -115,24 +116,32 @@ class Xen:
         translate for a read.
         """
         self.check_cpu(cpu)
-        mmu = self.mmus[cpu]
-        misses, reads = mmu.misses, mmu.walk_reads
-        value = mmu.hyp_read64(va)
-        if mmu.misses != misses:
-            self.ledger.add("hyp_tlb_misses", mmu.misses - misses)
-            self.ledger.add("hyp_walk_reads", mmu.walk_reads - reads)
-        return value
+        return self.hyp_read(self.mmus[cpu], va)
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
         """Write a 64-bit word at hyp VA ``va`` on ``cpu`` (through its MMU). Raises like
         :meth:`read_va` (a permission fault for a read-only mapping)."""
         self.check_cpu(cpu)
-        mmu = self.mmus[cpu]
+        self.hyp_write(self.mmus[cpu], va, value)
+
+    def hyp_read(self, mmu: MMU, va: int) -> int:
+        """:meth:`read_va` on a given MMU without argument checks (the handler's hot path)."""
+        misses, reads = mmu.misses, mmu.walk_reads
+        value = mmu.hyp_read64(va)
+        if mmu.misses != misses:
+            counts = self.ledger.counts
+            counts["hyp_tlb_misses"] += mmu.misses - misses
+            counts["hyp_walk_reads"] += mmu.walk_reads - reads
+        return value
+
+    def hyp_write(self, mmu: MMU, va: int, value: int) -> None:
+        """:meth:`write_va` on a given MMU without argument checks (the handler's hot path)."""
         misses, reads = mmu.misses, mmu.walk_reads
         mmu.hyp_write64(va, value)
         if mmu.misses != misses:
-            self.ledger.add("hyp_tlb_misses", mmu.misses - misses)
-            self.ledger.add("hyp_walk_reads", mmu.walk_reads - reads)
+            counts = self.ledger.counts
+            counts["hyp_tlb_misses"] += mmu.misses - misses
+            counts["hyp_walk_reads"] += mmu.walk_reads - reads
 
     # --- TLB maintenance ---------------------------------------------------------------------
     def flush_xen_va(self, va: int) -> None:
@@ -265,19 +274,14 @@ class Xen:
             raise
 
     def _translate_or_fault(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        """Translate a guest access on ``cpu``, taking the log-dirty fault path if needed."""
         mmu = self.mmus[cpu]
         counts = self.ledger.counts
         misses = mmu.misses - counts["hyp_tlb_misses"]
         try:
-            try:
-                return mmu.guest_pa(ipa, access)
-            except FaultError as error:
-                fault = error.fault
-                if fault.kind != "permission" or access != "write" or not d.logdirty:
-                    raise
-            self.ledger.add("faults")
-            self.logdirty.handle_fault(cpu, d, ipa)
-            return mmu.guest_pa(ipa, access)
+            if mmu.stale_check:  # the detector lives in MMU.guest_pa
+                return self._access_via_mmu(mmu, d, ipa, cpu, access)
+            return self._access_fast(mmu, d, ipa, cpu, access)
         except FaultError as error:
             f = error.fault
             raise MappingError(
@@ -287,6 +291,30 @@ class Xen:
         finally:
             # The MMU counts hyp and guest misses together; the hyp ones are in the ledger.
             counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
+
+    def _access_via_mmu(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        try:
+            return mmu.guest_pa(ipa, access)
+        except FaultError as error:
+            fault = error.fault
+            if fault.kind != "permission" or access != "write" or not d.logdirty:
+                raise
+        self.ledger.counts["faults"] += 1
+        self.logdirty.handle_fault(cpu, d, ipa)
+        return mmu.guest_pa(ipa, access)
+
+    def _access_fast(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        bit = 2 if access == "write" else 1
+        entry = s2_probe(mmu, ipa) or s2_fill(mmu, ipa, access)
+        if not entry[1] & bit:
+            if bit != 2 or not d.logdirty:
+                raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
+            self.ledger.counts["faults"] += 1
+            self.logdirty.handle_fault(cpu, d, ipa)
+            entry = s2_probe(mmu, ipa) or s2_fill(mmu, ipa, access)
+            if not entry[1] & bit:
+                raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
+        return entry[0] | (ipa & ((1 << entry[4]) - 1))
 
     def guest_write(self, d: Domain, ipa: int, cpu: int = 0, value: int | None = None) -> int:
         """Guest ``d`` writes at ``ipa`` on ``cpu``; return the PA written.

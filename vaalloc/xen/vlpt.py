@@ -21,7 +21,9 @@ from vaalloc.errors import InvariantError, RangeError
 from vaalloc.xen.layout import (
     DESC_ADDR_MASK,
     FIRST_SHIFT,
+    PAGE_SHIFT,
     PAGE_SIZE,
+    PTE_SIZE,
     SECOND_SHIFT,
     SECOND_SIZE,
     VLPT_FIRST_SLOT,
@@ -125,6 +127,10 @@ class PartitionedVLPT(P2MLookup):
         )
         self.window.reserve(VLPT_LOOP_VA, 1)  # the loop slot, installed at boot
         self.runs: dict[int, SlotRun] = {}  # domid -> run
+        # domid -> (leaf_base, second_base): third_va = leaf_base + (ipa >> 12) * 8 and
+        # second_va = second_base + (ipa >> 30) * 4KB + ((ipa >> 21) & 511) * 8, for an IPA
+        # inside the run (the handler's IPA is in guest RAM, hence in the run).
+        self._bases: dict[int, tuple[int, int]] = {}
         self._installed: set[int] = set()  # domids whose slots are live
 
     # --- arithmetic -------------------------------------------------------------------------
@@ -155,7 +161,11 @@ class PartitionedVLPT(P2MLookup):
         """Carve ``d``'s consecutive slots out of the window (OutOfSpace if no run fits)."""
         first_gb, nr = gb_span(d.ram_base, d.ram_size)
         va = self.window.alloc(nr)
-        self.runs[d.domid] = SlotRun(va >> SECOND_SHIFT, first_gb, nr)
+        first_slot = va >> SECOND_SHIFT
+        self.runs[d.domid] = SlotRun(first_slot, first_gb, nr)
+        leaf_base = va - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * PTE_SIZE
+        second_base = loop_page_va(VLPT_LOOP_SLOT, first_slot) - first_gb * PAGE_SIZE
+        self._bases[d.domid] = (leaf_base, second_base)
 
     def on_enable(self, d: Domain) -> None:
         """Copy ``d``'s p2m first-level entries into its slots (one xen_second write each).
@@ -184,6 +194,7 @@ class PartitionedVLPT(P2MLookup):
         self._installed.discard(d.domid)
         self.window.free(r.va)
         del self.runs[d.domid]
+        del self._bases[d.domid]
 
     def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
         """Keep ``d``'s slots equal to its first-level entries; flush VAs that changed.
@@ -217,19 +228,27 @@ class PartitionedVLPT(P2MLookup):
 
     # --- the handler's accesses -------------------------------------------------------------
     def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Read the level-2 entry through the loop view on ``cpu``'s MMU."""
-        self.xen.ledger.add("vlpt_reads")
-        return self.xen.read_va(cpu, self.second_va(d, ipa))
+        """Read the level-2 entry through the loop view on ``cpu``'s MMU (``ipa`` in RAM)."""
+        second_base = self._bases[d.domid][1]
+        va = (
+            second_base
+            + ((ipa >> FIRST_SHIFT) << PAGE_SHIFT)
+            + (((ipa >> SECOND_SHIFT) & 511) << 3)
+        )
+        self.xen.ledger.counts["vlpt_reads"] += 1
+        return self.xen.hyp_read(self.xen.mmus[cpu], va)
 
     def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Read the leaf through the leaf view on ``cpu``'s MMU."""
-        self.xen.ledger.add("vlpt_reads")
-        return self.xen.read_va(cpu, self.third_va(d, ipa))
+        """Read the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
+        va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
+        self.xen.ledger.counts["vlpt_reads"] += 1
+        return self.xen.hyp_read(self.xen.mmus[cpu], va)
 
     def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
-        """Write the leaf through the leaf view on ``cpu``'s MMU."""
-        self.xen.ledger.add("vlpt_writes")
-        self.xen.write_va(cpu, self.third_va(d, ipa), value)
+        """Write the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
+        va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
+        self.xen.ledger.counts["vlpt_writes"] += 1
+        self.xen.hyp_write(self.xen.mmus[cpu], va, value)
 
     # --- checks -----------------------------------------------------------------------------
     def check(self) -> None:
