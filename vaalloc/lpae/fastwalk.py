@@ -104,8 +104,11 @@ def _read_lines(geo: Geometry, level: int, indent: str, fast: bool) -> list[str]
     shift = geo.shifts[level]
     if fast and geo.table_mask == 511:  # 4KB tables: one storage frame, frame-aligned
         return [f"{indent}d = frames[(d >> 12) & {_FRAME_MASK}][(va >> {shift}) & 511]"]
+    slot = f"{indent}slot = (d & {geo.addr_mask}) | (((va >> {shift}) & {geo.table_mask}) << 3)"
+    if fast:  # 16KB/64KB tables span several 4KB storage frames
+        return [slot, f"{indent}d = frames[slot >> 12][(slot >> 3) & 511]"]
     return [
-        f"{indent}slot = (d & {geo.addr_mask}) | (((va >> {shift}) & {geo.table_mask}) << 3)",
+        slot,
         f"{indent}w = fget(slot >> 12)",
         f"{indent}d = 0 if w is None else w[(slot >> 3) & 511]",
     ]
