@@ -258,6 +258,21 @@ class Xen:
 
     # --- guest accesses ----------------------------------------------------------------------
     def _guest_access(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        # The common case first, checked in the fewest operations: a live domain already
+        # running on a valid CPU, an int IPA in its RAM, the lean path.
+        if (
+            type(cpu) is int
+            and 0 <= cpu < len(self.current)
+            and self.current[cpu] is d
+            and type(ipa) is int
+            and d.ram_base <= ipa < d.ram_base + d.ram_size
+            and self.domains.get(d.domid) is d
+            and not self.mmus[cpu].stale_check
+        ):
+            try:
+                return self._access_fast(self.mmus[cpu], d, ipa, cpu, access)
+            except FaultError as error:
+                raise self._mapping_error(d, ipa, cpu, access, error) from error
         self.check_domain(d)
         self.check_cpu(cpu)
         if isinstance(ipa, bool) or not isinstance(ipa, int) or not d.in_ram(ipa):
@@ -276,21 +291,28 @@ class Xen:
     def _translate_or_fault(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
         """Translate a guest access on ``cpu``, taking the log-dirty fault path if needed."""
         mmu = self.mmus[cpu]
-        counts = self.ledger.counts
-        misses = mmu.misses - counts["hyp_tlb_misses"]
         try:
-            if mmu.stale_check:  # the detector lives in MMU.guest_pa
+            if not mmu.stale_check:
+                return self._access_fast(mmu, d, ipa, cpu, access)
+            counts = self.ledger.counts
+            misses = mmu.misses - counts["hyp_tlb_misses"]
+            try:  # the stale detector lives in MMU.guest_pa
                 return self._access_via_mmu(mmu, d, ipa, cpu, access)
-            return self._access_fast(mmu, d, ipa, cpu, access)
+            finally:
+                # The MMU counts hyp and guest misses together; the hyp ones are in the ledger.
+                counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
         except FaultError as error:
-            f = error.fault
-            raise MappingError(
-                f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{f.stage} "
-                f"{f.kind} fault at level {f.level}"
-            ) from error
-        finally:
-            # The MMU counts hyp and guest misses together; the hyp ones are in the ledger.
-            counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
+            raise self._mapping_error(d, ipa, cpu, access, error) from error
+
+    @staticmethod
+    def _mapping_error(
+        d: Domain, ipa: int, cpu: int, access: str, error: FaultError
+    ) -> MappingError:
+        f = error.fault
+        return MappingError(
+            f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{f.stage} "
+            f"{f.kind} fault at level {f.level}"
+        )
 
     def _access_via_mmu(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
         try:
@@ -304,17 +326,25 @@ class Xen:
         return mmu.guest_pa(ipa, access)
 
     def _access_fast(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
+        """The lean path (see :mod:`vaalloc.xen.fastpath`); counts like the MMU path."""
         bit = 2 if access == "write" else 1
-        entry = s2_probe(mmu, ipa) or s2_fill(mmu, ipa, access)
-        if not entry[1] & bit:
-            if bit != 2 or not d.logdirty:
-                raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
-            self.ledger.counts["faults"] += 1
-            self.logdirty.handle_fault(cpu, d, ipa)
+        counts = self.ledger.counts
+        misses = mmu.misses - counts["hyp_tlb_misses"]
+        try:
             entry = s2_probe(mmu, ipa) or s2_fill(mmu, ipa, access)
             if not entry[1] & bit:
-                raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
-        return entry[0] | (ipa & ((1 << entry[4]) - 1))
+                if bit != 2 or not d.logdirty:
+                    raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
+                counts["faults"] += 1
+                self.logdirty.handle_fault(cpu, d, ipa)
+                # The handler ended with TLBIALL(IS) for d's VMID on this CPU, so the retried
+                # access cannot hit: it walks (a probe would only confirm the miss).
+                entry = s2_fill(mmu, ipa, access)
+                if not entry[1] & bit:
+                    raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
+            return entry[0] | (ipa & ((1 << entry[4]) - 1))
+        finally:
+            counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
 
     def guest_write(self, d: Domain, ipa: int, cpu: int = 0, value: int | None = None) -> int:
         """Guest ``d`` writes at ``ipa`` on ``cpu``; return the PA written.

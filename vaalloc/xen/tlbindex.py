@@ -12,6 +12,8 @@ Workaround, local to vaalloc.xen, until the LPAE TLB indexes by VMID itself.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from vaalloc.lpae.tlb import TLB, Key, TLBEntry
 
 __all__ = ["VmidIndexedTLB"]
@@ -23,13 +25,13 @@ class VmidIndexedTLB(TLB):
 
     def __init__(self, capacity: int = 512) -> None:
         super().__init__(capacity)
-        self._by_vmid: dict[int, set[Key]] = {}
+        self._by_vmid: defaultdict[int, set[Key]] = defaultdict(set)
 
     def insert(self, key: Key, entry: TLBEntry) -> None:
         """Cache ``entry`` (see :meth:`TLB.insert`) and index guest keys by VMID."""
-        super().insert(key, entry)
-        if self.capacity and not isinstance(key, int):
-            keys = self._by_vmid.setdefault(key[1], set())
+        TLB.insert(self, key, entry)
+        if key.__class__ is tuple and self.capacity:
+            keys = self._by_vmid[key[1]]
             keys.add(key)
             if len(keys) > 2 * self.capacity:  # drop keys evicted meanwhile
                 entries = self.entries
