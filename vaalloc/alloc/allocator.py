@@ -868,6 +868,8 @@ class RangeAllocator:
             raise bad("carves differ from this instance's live children")
         live: dict[int, int] = {}
         for u, nr, _ in runs + carves:
+            if u in live:
+                raise bad(f"two runs start at unit {u}")
             live[u] = nr
         return self._build_state(live, snap.get("xen"), bad)
 
