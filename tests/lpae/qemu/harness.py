@@ -251,10 +251,10 @@ class QemuMMU:
     """
 
     def __init__(self, regime: Regime) -> None:
-        if regime.arch == "armv7" and (regime.granule != PAGE or not 30 <= regime.ia_bits <= 32):
-            # T0SZ 0..2 keeps the walk starting at level 1 with 1..4 root entries; larger T0SZ
-            # start at level 2, which vaalloc does not model for AArch32.
-            raise ValueError(f"{regime}: ARMv7 LPAE stage 1 is driven with T0SZ 0..2 and 4KB")
+        if regime.arch == "armv7" and (regime.granule != PAGE or not 31 <= regime.ia_bits <= 32):
+            # T0SZ 0..1 starts the walk at level 1 (4 or 2 root entries); T0SZ >= 2 starts it
+            # at level 2, a geometry vaalloc's AArch32 stage-1 formats do not have.
+            raise ValueError(f"{regime}: ARMv7 LPAE stage 1 is driven with T0SZ 0..1 and 4KB")
         if regime.arch == "aarch64" and not 16 <= regime.t0sz <= 39:
             raise ValueError(f"{regime}: QEMU 5.0 clamps T0SZ to 16..39")
         self.regime = regime
