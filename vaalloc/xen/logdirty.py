@@ -21,7 +21,6 @@ set from the p2m types, and the tests keep the two equal.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import groupby
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import LogDirtyError, MappingError
@@ -50,6 +49,8 @@ __all__ = ["LogDirty"]
 _TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
 _TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 _PROTECT_CLEAR = ~(S2_WRITE | P2M_TYPE_MASK)
+#: peek(clean=True) switches to a whole-p2m pass when dirty pages exceed RAM / this.
+_BULK_CLEAN_FRACTION = 8
 
 
 class LogDirty:
@@ -101,8 +102,10 @@ class LogDirty:
     def peek(self, d: Domain, clean: bool = True) -> set[int]:
         """Guest frame numbers (``ipa >> 12``) written since the last clean.
 
-        With ``clean``, write-protects exactly those pages again (grouped per level-3 table)
-        and issues one TLBIALLIS: O(dirty pages). Raises LogDirtyError when not tracking.
+        With ``clean``, write-protects exactly those pages again and issues one TLBIALLIS:
+        grouped per level-3 table, O(dirty pages), or, when more than 1/8 of RAM is dirty, one
+        bulk pass over the leaf tables, O(RAM) with a small constant. Raises LogDirtyError
+        when not tracking.
         """
         self.xen.check_domain(d)
         if not d.logdirty:
@@ -111,7 +114,13 @@ class LogDirty:
         if not clean:
             return set(dirty)
         d.dirty = set()
-        if dirty:
+        if len(dirty) * _BULK_CLEAN_FRACTION >= d.ram_size >> PAGE_SHIFT:
+            # Most of RAM is dirty: one bulk pass over every leaf table is cheaper than
+            # grouping the frames. While tracking, the ram_rw leaves are exactly the dirty
+            # ones (the invariant Xen.check verifies), so protect_all re-arms the same set.
+            d.stage2.protect_all()
+            self.xen.flush_guest_all(d)
+        elif dirty:
             self._reprotect(d, dirty)
             self.xen.flush_guest_all(d)
         return dirty
@@ -121,7 +130,14 @@ class LogDirty:
         mem = self.xen.mem
         writes = 0
         shift = SECOND_SHIFT - PAGE_SHIFT
-        for chunk, group in groupby(sorted(gfns), key=lambda g: g >> shift):
+        buckets: dict[int, list[int]] = {}
+        for gfn in gfns:
+            bucket = buckets.get(gfn >> shift)
+            if bucket is None:
+                buckets[gfn >> shift] = [gfn]
+            else:
+                bucket.append(gfn)
+        for chunk, group in buckets.items():
             l3 = d.stage2.l3_pa(chunk << SECOND_SHIFT)
             if l3 is None:
                 continue  # RAM removed since the write

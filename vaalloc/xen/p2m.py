@@ -104,8 +104,7 @@ def _protect_table(values: list[int]) -> tuple[list[int], int]:
         (e & _PROTECT_CLEAR) | _TYPE_LOGDIRTY if e & P2M_TYPE_MASK == _TYPE_RW and e & 1 else e
         for e in values
     ]
-    changed = sum(1 for a, b in zip(values, out, strict=True) if a != b)
-    return out, changed
+    return out, sum(map(int.__ne__, values, out))
 
 
 def _unprotect_table(values: list[int]) -> tuple[list[int], int]:
@@ -116,8 +115,7 @@ def _unprotect_table(values: list[int]) -> tuple[list[int], int]:
         else e
         for e in values
     ]
-    changed = sum(1 for a, b in zip(values, out, strict=True) if a != b)
-    return out, changed
+    return out, sum(map(int.__ne__, values, out))
 
 
 class P2M:
