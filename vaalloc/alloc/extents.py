@@ -268,7 +268,9 @@ class FreeIndex:
             e_to_s[u] = s
             if by_len is not None:
                 by_len.add((u - s, s))
-            if classes:
+            # A one- or two-granule guard remnant holds nothing when guards are on: skip the
+            # call (the common case, since searches place a run right after the guard).
+            if classes and (u - s > 2 or not self.guard):
                 self._class_add(s, u)
         if end < e:
             s_to_e[end] = e
@@ -292,7 +294,7 @@ class FreeIndex:
             del s_to_e[s]
             if by_len is not None:
                 by_len.remove((u - s, s))
-            if classes:
+            if classes and (u - s > 2 or not self.guard):
                 self._class_remove(s, u)
         e = s_to_e.pop(end, None)
         if e is None:
