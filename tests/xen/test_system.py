@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.xen.conftest import state
+from tests.xen.helpers import state
 from vaalloc.errors import (
     InvalidFree,
     LogDirtyError,
