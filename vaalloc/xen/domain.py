@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from vaalloc.lpae import PageTable
 from vaalloc.xen.layout import PAGE_SHIFT
 from vaalloc.xen.p2m import P2M
 
@@ -28,7 +27,7 @@ class Domain:
         ram_size: int,
         superpages: bool,
         stage2: P2M,
-        p2m: Any,
+        p2m: PageTable,
     ) -> None:
         self.domid = domid
         self.vmid = vmid

@@ -48,6 +48,7 @@ from vaalloc.xen.layout import (
     SECOND_SHIFT,
     SECOND_SIZE,
 )
+from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.tableio import read_table, write_table
 
@@ -126,7 +127,7 @@ class P2M:
     changes, so the VLPT can update slots and flush the hyp VAs that changed.
     """
 
-    def __init__(self, mem: object, ledger: Ledger, name: str = "p2m") -> None:
+    def __init__(self, mem: PhysicalMemory, ledger: Ledger, name: str = "p2m") -> None:
         self.mem = mem
         self.ledger = ledger
         self.name = name
@@ -138,11 +139,11 @@ class P2M:
 
     # --- memory helpers ---------------------------------------------------------------------
     def _mem_alloc(self, n: int, align: int) -> int:
-        pa: int = self.mem.alloc_frames(n, align)  # type: ignore[attr-defined]
+        pa: int = self.mem.alloc_frames(n, align)
         return pa
 
     def _read(self, pa: int) -> int:
-        v: int = self.mem.read64(pa)  # type: ignore[attr-defined]
+        v: int = self.mem.read64(pa)
         return v
 
     def write_entry(self, level: int, ipa: int, pa: int, value: int) -> None:
@@ -152,7 +153,7 @@ class P2M:
         value, so the listener sees memory in its new state.
         """
         old = self._read(pa)
-        self.mem.write64(pa, value)  # type: ignore[attr-defined]
+        self.mem.write64(pa, value)
         self.ledger.add("p2m_pte_writes")
         if level < 3 and old != value and self.on_change is not None:
             self.on_change(level, ipa, old, value)
@@ -167,7 +168,7 @@ class P2M:
 
     def _free_table(self, pa: int) -> None:
         self._tables.discard(pa)
-        self.mem.free_frames(pa)  # type: ignore[attr-defined]
+        self.mem.free_frames(pa)
 
     # --- lookups ----------------------------------------------------------------------------
     @staticmethod
@@ -288,7 +289,7 @@ class P2M:
             self.write_entry(2, chunk, l2pa, 0)
             if is_table(old):
                 self._free_table(old & DESC_ADDR_MASK)
-            self.mem.free_frames(self._runs.pop(chunk >> SECOND_SHIFT))  # type: ignore[attr-defined]
+            self.mem.free_frames(self._runs.pop(chunk >> SECOND_SHIFT))
             self._free_l2_if_empty(chunk)
 
     def _free_l2_if_empty(self, ipa: int) -> None:
@@ -398,9 +399,9 @@ class P2M:
     def free(self) -> None:
         """Free every RAM run and table frame, root included. The P2M is dead afterwards."""
         for run in self._runs.values():
-            self.mem.free_frames(run)  # type: ignore[attr-defined]
+            self.mem.free_frames(run)
         self._runs.clear()
         for t in list(self._tables):
             self._free_table(t)
-        self.mem.free_frames(self.root)  # type: ignore[attr-defined]
+        self.mem.free_frames(self.root)
         self.root = -1

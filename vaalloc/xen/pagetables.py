@@ -42,6 +42,7 @@ from vaalloc.xen.layout import (
     XENHEAP_VIRT_END,
     XENHEAP_VIRT_START,
 )
+from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.p2m import is_table
 from vaalloc.xen.tableio import write_table
@@ -59,7 +60,7 @@ class XenPageTables:
     Raises RangeError for a bad CPU count or xenheap size.
     """
 
-    def __init__(self, mem: object, ledger: Ledger, cpus: int, xenheap_size: int) -> None:
+    def __init__(self, mem: PhysicalMemory, ledger: Ledger, cpus: int, xenheap_size: int) -> None:
         if cpus < 1:
             raise RangeError(f"XenPageTables(cpus={cpus}): need at least one CPU")
         if xenheap_size < 0 or xenheap_size % SECOND_SIZE:
@@ -89,7 +90,7 @@ class XenPageTables:
 
     # --- construction -----------------------------------------------------------------------
     def _alloc(self, n: int, align: int) -> int:
-        pa: int = self.mem.alloc_frames(n, align)  # type: ignore[attr-defined]
+        pa: int = self.mem.alloc_frames(n, align)
         self._frames.append(pa)
         return pa
 
@@ -131,17 +132,17 @@ class XenPageTables:
 
     def read_second(self, index: int) -> int:
         """The descriptor in ``xen_second[index]``."""
-        v: int = self.mem.read64(self.second_pa(index))  # type: ignore[attr-defined]
+        v: int = self.mem.read64(self.second_pa(index))
         return v
 
     def write_second(self, index: int, value: int) -> None:
         """Store ``value`` in the shared ``xen_second[index]``; counts ``xen_second_writes``."""
-        self.mem.write64(self.second_pa(index), value)  # type: ignore[attr-defined]
+        self.mem.write64(self.second_pa(index), value)
         self.ledger.add("xen_second_writes")
 
     def write_pte(self, pa: int, value: int) -> None:
         """Store a descriptor in one of Xen's other tables; counts ``xen_pte_writes``."""
-        self.mem.write64(pa, value)  # type: ignore[attr-defined]
+        self.mem.write64(pa, value)
         self.ledger.add("xen_pte_writes")
 
     def third_table(self, va: int, create: bool) -> int | None:
@@ -183,7 +184,7 @@ class XenPageTables:
 
         for cpu, root in enumerate(self.pgtable):
             for i in range(XEN_PGTABLE_USED):
-                v = self.mem.read64(root + i * PTE_SIZE)  # type: ignore[attr-defined]
+                v = self.mem.read64(root + i * PTE_SIZE)
                 if i < XEN_SECOND_SHARED_PAGES:
                     want = self.xen_second + i * PAGE_SIZE
                 else:
@@ -192,4 +193,5 @@ class XenPageTables:
                     raise InvariantError(f"xen_pgtable[{cpu}][{i}] = {v:#x}, want {want:#x}")
         if (DOMHEAP_VIRT_START >> FIRST_SHIFT) != XEN_SECOND_SHARED_PAGES:
             raise InvariantError("layout: domheap does not start at xen_second page 2")
-        assert XEN_SECOND_ENTRIES == XEN_SECOND_PAGES * LPAE_ENTRIES
+        if XEN_SECOND_ENTRIES != XEN_SECOND_PAGES * LPAE_ENTRIES:
+            raise InvariantError("layout: xen_second size")

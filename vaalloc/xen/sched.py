@@ -18,7 +18,7 @@ def context_switch(xen: Xen, cpu: int, d: Domain | None) -> None:
     maintenance is needed. The lookup strategy's hook runs first; whatever it writes into
     ``xen_second`` and whatever TLB maintenance it issues is counted as
     ``context_switch_slot_writes`` / ``context_switch_tlbi`` (0 and 0 for the partitioned VLPT).
-    Raises RangeError for a bad CPU, LogDirtyError-free: a destroyed domain raises RangeError.
+    Raises RangeError for a bad CPU or a domain that is not live (nothing changed then).
     """
     xen.check_cpu(cpu)
     if d is not None:
