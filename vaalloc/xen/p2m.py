@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from vaalloc.errors import MappingError, RangeError
+from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.layout import (
     DESC_ADDR_MASK,
     DESC_TABLE,
@@ -48,7 +49,6 @@ from vaalloc.xen.layout import (
     SECOND_SHIFT,
     SECOND_SIZE,
 )
-from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.tableio import read_table, write_table
 

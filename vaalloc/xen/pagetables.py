@@ -17,6 +17,7 @@ Every store goes through :meth:`XenPageTables.write_second` or :meth:`write_pte`
 from __future__ import annotations
 
 from vaalloc.errors import RangeError
+from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.layout import (
     DESC_ADDR_MASK,
     DOMHEAP_SECOND_PAGES,
@@ -42,7 +43,6 @@ from vaalloc.xen.layout import (
     XENHEAP_VIRT_END,
     XENHEAP_VIRT_START,
 )
-from vaalloc.lpae import PhysicalMemory
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.p2m import is_table
 from vaalloc.xen.tableio import write_table
