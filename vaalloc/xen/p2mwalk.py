@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError, MappingError, RangeError
-from vaalloc.lpae import AARCH64_S1_48, MMU, PageTable, S1Attrs
+from vaalloc.lpae import MMU, PageTable, S1Attrs, aarch64_s1
 from vaalloc.xen.layout import (
     DESC_ADDR_MASK,
     P2M_RAM_LOGDIRTY,
@@ -53,6 +53,9 @@ __all__ = ["DIRECTMAP_VIRT_START", "DirectMapWalk", "DomheapWalk"]
 #: arm64 Xen's direct map of RAM (``xen/include/asm-arm/config.h``, 4.5+: slot 256 of the
 #: zeroeth level, 0x0000_8000_0000_0000); the model maps the whole PA range there.
 DIRECTMAP_VIRT_START = 0x0000_8000_0000_0000
+
+#: Xen's arm64 hyp stage 1 (TTBR0_EL2): 48-bit VA, 4KB granule, non-VHE EL2.
+XEN64_S1 = aarch64_s1(48, regime="el2")
 
 _TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 
@@ -214,14 +217,14 @@ class DirectMapWalk(DomheapWalk):
     def __init__(self, xen: Xen) -> None:
         super().__init__(xen)
         mem = xen.mem
-        self.directmap = PageTable(mem, AARCH64_S1_48)
+        self.directmap = PageTable(mem, XEN64_S1)
         start, size = mem.ram_base, mem.ram_end - mem.ram_base
         self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
         capacity = xen.mmus[0].tlb.capacity
         self.mmus64: list[MMU] = []
         for _ in range(xen.cpus):
             mmu = MMU(mem, tlb=VmidIndexedTLB(capacity), stale_check=xen.mmus[0].stale_check)
-            mmu.set_hyp(httbr=self.directmap.root, fmt=AARCH64_S1_48)
+            mmu.set_hyp(httbr=self.directmap.root, fmt=XEN64_S1)
             self.mmus64.append(mmu)
 
     def map_pa(self, cpu: int, pa: int) -> int:

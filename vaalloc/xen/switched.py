@@ -106,7 +106,7 @@ class SwitchedVLPT(P2MLookup):
         cap = VLPT_DOMAIN_SLOTS // cpus if capacity is None else capacity
         if flush not in FLUSH_MODES:
             raise RangeError(f"SwitchedVLPT(flush={flush!r}): expected one of {FLUSH_MODES}")
-        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap * cpus:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise RangeError(f"SwitchedVLPT(capacity={capacity!r}): expected a positive int")
         if cap * cpus > VLPT_DOMAIN_SLOTS:
             raise RangeError(
