@@ -12,6 +12,7 @@ The names re-exported here are the conformance surface described in DESIGN.md.
 
 from __future__ import annotations
 
+from vaalloc.alloc import AddressSpace, AllocStats, RangeAllocator
 from vaalloc.errors import (
     AlignmentError,
     InvalidFree,
@@ -27,12 +28,15 @@ from vaalloc.errors import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AddressSpace",
     "AlignmentError",
+    "AllocStats",
     "InvalidFree",
     "InvariantError",
     "LogDirtyError",
     "MappingError",
     "OutOfSpace",
+    "RangeAllocator",
     "RangeError",
     "SnapshotError",
     "VAAllocError",
