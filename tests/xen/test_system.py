@@ -375,3 +375,38 @@ def test_empty_window_slot_faults_as_vaalloc_error(xen: Xen) -> None:
         xen.read_va(0, 0x0800_0000)
     fault = xen.mmus[0].hyp_translate(0x0800_0000)
     assert isinstance(fault, Fault) and (fault.kind, fault.level) == ("translation", 2)
+
+
+def test_p2m_change_bad_input_changes_nothing(xen: Xen) -> None:
+    d = xen.create_domain(ram=8 * MB)
+    xen.logdirty.enable(d)
+    snap = state(xen)
+    with pytest.raises(MappingError, match="already populated"):
+        xen.p2m_populate(d, d.ram_base + 2 * MB, 4 * MB)
+    with pytest.raises(RangeError, match="outside"):
+        xen.p2m_populate(d, d.ram_end, 2 * MB)
+    with pytest.raises(RangeError, match="not 2MB aligned"):
+        xen.p2m_depopulate(d, d.ram_base + 4096, 2 * MB)
+    assert state(xen) == snap
+    xen.p2m_depopulate(d, d.ram_base, 2 * MB)
+    snap = state(xen)
+    with pytest.raises(MappingError, match="not populated"):
+        xen.p2m_depopulate(d, d.ram_base, 4 * MB)
+    with pytest.raises(MappingError, match="translation fault"):
+        xen.guest_write(d, d.ram_base + 0x1000)
+    assert state(xen) == snap
+
+
+def test_vmap_and_domheap_bad_input(xen: Xen) -> None:
+    snap = state(xen)
+    with pytest.raises(RangeError, match="MFN 0x10000000000"):
+        xen.vmap([1 << 40])
+    with pytest.raises(RangeError, match="CPU 5"):
+        xen.map_domain_page(5, 0x80000)
+    with pytest.raises(RangeError, match="MFN"):
+        xen.map_domain_page(0, -1)
+    with pytest.raises(RangeError, match="size must be positive"):
+        xen.vmalloc(0)
+    with pytest.raises(InvalidFree, match="vfree"):
+        xen.vfree(0x1000_7000)
+    assert state(xen) == snap
