@@ -351,31 +351,43 @@ class RangeAllocator:
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of "with" on CPython
         try:
-            if nr.__class__ is not int or nr < 1:
-                raise RangeError(f"{self._label}: nr={nr!r} must be an int of at least 1")
-            if align.__class__ is not int or align != 1:
-                align = check_power_of_two(align, "align", self._label)
-            if self._released:
-                raise RangeError(f"{self._label} was released; it manages nothing")
-            if phase or nocross:
-                self._check_phase_nocross(nr, align, phase, nocross)
-            lo_u = hi_u = None
-            if min_addr is not None or max_addr is not None:
-                lo_u, hi_u = self._window(min_addr, max_addr)
-            index = self._index
-            u = self._search(nr, align, phase, nocross, lo_u, hi_u)
-            if u < 0:
-                raise OutOfSpace(
-                    f"{self._label}: no free run of nr={nr} granules (align={align}, "
-                    f"phase={phase}, nocross={nocross}, min_addr={min_addr!r}, "
-                    f"max_addr={max_addr!r})"
-                )
-            index.take(index.found, u, u + nr)
-            self._bitmap.set_run(u, nr)
-            self._live[u] = nr
-            return u * self._granule
+            return self._alloc_locked(nr, align, phase, nocross, min_addr, max_addr)
         finally:
             lock.release()
+
+    def _alloc_locked(
+        self,
+        nr: int,
+        align: int,
+        phase: int,
+        nocross: int,
+        min_addr: int | None,
+        max_addr: int | None,
+    ) -> int:
+        """:meth:`alloc` with the lock held (also used by :meth:`carve`)."""
+        if nr.__class__ is not int or nr < 1:
+            raise RangeError(f"{self._label}: nr={nr!r} must be an int of at least 1")
+        if align.__class__ is not int or align != 1:
+            align = check_power_of_two(align, "align", self._label)
+        if self._released:
+            raise RangeError(f"{self._label} was released; it manages nothing")
+        if phase or nocross:
+            self._check_phase_nocross(nr, align, phase, nocross)
+        lo_u = hi_u = None
+        if min_addr is not None or max_addr is not None:
+            lo_u, hi_u = self._window(min_addr, max_addr)
+        index = self._index
+        u = self._search(nr, align, phase, nocross, lo_u, hi_u)
+        if u < 0:
+            raise OutOfSpace(
+                f"{self._label}: no free run of nr={nr} granules (align={align}, "
+                f"phase={phase}, nocross={nocross}, min_addr={min_addr!r}, "
+                f"max_addr={max_addr!r})"
+            )
+        index.take(index.found, u, u + nr)
+        self._bitmap.set_run(u, nr)
+        self._live[u] = nr
+        return u * self._granule
 
     def _check_phase_nocross(self, nr: int, align: int, phase: object, nocross: object) -> None:
         who = self._label
@@ -621,20 +633,22 @@ class RangeAllocator:
             raise RangeError(f"{self._who()}: guard must be a bool, got {guard!r}")
         if name is not None and not isinstance(name, str):
             raise RangeError(f"{self._who()}: name must be a str or None, got {name!r}")
-        va = self.alloc(nr, align)
-        nr_units = self.size(va)
-        child = RangeAllocator(
-            va,
-            va + nr_units * self._granule,
-            self._granule,
-            child_policy,
-            child_guard,
-            name if name is not None else f"{self._name}/carve@{va:#x}",
-        )
-        child._parent = self
-        with self._lock:
+        with self._lock:  # allocate and register as one step: nobody sees a half-made carve
+            if self._xen is not None:
+                va = self._xen_alloc(nr, align, 0, 0, None, None)
+            else:
+                va = self._alloc_locked(nr, align, 0, 0, None, None)
+            child = RangeAllocator(
+                va,
+                va + nr * self._granule,
+                self._granule,
+                child_policy,
+                child_guard,
+                name if name is not None else f"{self._name}/carve@{va:#x}",
+            )
+            child._parent = self
             self._children[va // self._granule - self._origin] = child
-        return child
+            return child
 
     def children(self) -> list[RangeAllocator]:
         """Live carved children, by address."""

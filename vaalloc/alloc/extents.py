@@ -270,7 +270,7 @@ class FreeIndex:
                 by_len.add((u - s, s))
             # A one- or two-granule guard remnant holds nothing when guards are on: skip the
             # call (the common case, since searches place a run right after the guard).
-            if classes and (u - s > 2 or not self.guard):
+            if classes and (not self.guard or u - s > 1 + (self.guard_at_lo or s != self.lo)):
                 self._class_add(s, u)
         if end < e:
             s_to_e[end] = e
@@ -294,7 +294,7 @@ class FreeIndex:
             del s_to_e[s]
             if by_len is not None:
                 by_len.remove((u - s, s))
-            if classes and (u - s > 2 or not self.guard):
+            if classes and (not self.guard or u - s > 1 + (self.guard_at_lo or s != self.lo)):
                 self._class_remove(s, u)
         e = s_to_e.pop(end, None)
         if e is None:
