@@ -655,44 +655,54 @@ class PageTable:
         """Every leaf the walker can reach, as ``(va, pa, size, level, descriptor)`` in
         ascending va, following links and loops like hardware.  Leaves that would fault for
         their encoding (address beyond the output size, block at a level without blocks) are
-        skipped; AF=0 leaves are included (AF is an attribute of the mapping)."""
+        skipped; AF=0 leaves are included (AF is an attribute of the mapping).
+        O(entries reachable)."""
+        out: list[tuple[int, int, int, int, int]] = []
+        self._collect(self.root, self.fmt.start_level, 0, out)
+        return iter(out)
+
+    def _collect(
+        self, table: int, level: int, base: int, out: list[tuple[int, int, int, int, int]]
+    ) -> None:
         fmt = self.fmt
-        geo = self._geo
-
-        def visit(table: int, level: int, base: int) -> Iterator[tuple[int, int, int, int, int]]:
-            shift = fmt.shifts[level]
-            for index, desc in self._entries(table, level):
-                va = base + (index << shift)
-                if desc & geo.oa_excess:
-                    continue
-                if level < 3 and desc & 2:
-                    yield from visit(desc & fmt.addr_mask, level + 1, va)
-                elif (level == 3 and desc & 2) or (level < 3 and level >= fmt.first_block_level):
-                    yield va, leaf_pa(geo, desc, level, 0), 1 << shift, level, desc
-
-        yield from visit(self.root, fmt.start_level, 0)
+        shift = fmt.shifts[level]
+        size = 1 << shift
+        excess = self._geo.oa_excess
+        out_mask = fmt.addr_mask & ~(size - 1)
+        is_leaf_level = level >= fmt.first_block_level
+        entries = self._read_run(table, self._table_entries(level))
+        if level == 3:  # the bulk of any tree: one comprehension per table
+            out.extend(
+                (base + (index << shift), desc & out_mask, size, 3, desc)
+                for index, desc in enumerate(entries)
+                if desc & 3 == 3 and not desc & excess
+            )
+            return
+        for index, desc in enumerate(entries):
+            if not desc & 1 or desc & excess:
+                continue
+            va = base + (index << shift)
+            if level < 3 and desc & 2:
+                self._collect(desc & fmt.addr_mask, level + 1, va, out)
+            elif (level == 3 and desc & 2) or (level < 3 and is_leaf_level):
+                out.append((va, desc & out_mask, size, level, desc))
 
     def mappings(self) -> Iterator[tuple[int, int, int, S1Attrs | S2Attrs]]:
         """Coalesced mappings ``(va, pa, size, attrs)``: consecutive leaves with contiguous va
         and pa and identical attributes are reported as one run.  Follows links as the walker
-        does.  ``attrs`` are the leaf's own (table attributes are not folded in)."""
+        does.  ``attrs`` are the leaf's own (table attributes are not folded in).
+        O(entries reachable)."""
         decode = S1Attrs.from_descriptor if self.fmt.stage == 1 else S2Attrs.from_descriptor
-        run: tuple[int, int, int, int] | None = None
+        runs: list[list[int]] = []
         for va, pa, size, _level, desc in self.leaves():
             key = desc & LEAF_ATTR_MASK
-            if (
-                run is not None
-                and run[0] + run[2] == va
-                and run[1] + run[2] == pa
-                and (run[3] == key)
-            ):
-                run = (run[0], run[1], run[2] + size, key)
-                continue
-            if run is not None:
-                yield run[0], run[1], run[2], decode(run[3])
-            run = (va, pa, size, key)
-        if run is not None:
-            yield run[0], run[1], run[2], decode(run[3])
+            if runs:
+                last = runs[-1]
+                if last[0] + last[2] == va and last[1] + last[2] == pa and last[3] == key:
+                    last[2] += size
+                    continue
+            runs.append([va, pa, size, key])
+        return iter([(va, pa, size, decode(key)) for va, pa, size, key in runs])
 
     def dump(self) -> str:
         """A readable listing of the owned tables and their valid entries, one per line,

@@ -210,10 +210,12 @@ _CP_HCR = (15, 0, 0, 1, 1, 4, 0)
 _CP_HSCTLR = (15, 0, 0, 1, 0, 4, 0)
 _CP_HTCR = (15, 0, 0, 2, 0, 4, 2)
 _CP_HMAIR0 = (15, 0, 0, 10, 2, 4, 0)
+_CP_HMAIR1 = (15, 0, 0, 10, 2, 4, 1)
 _CP_HTTBR = (15, 1, 0, 0, 2, 4, 0)
 _CP_SCTLR_NS = (15, 0, 0, 1, 0, 0, 0)
 _CP_TTBCR_NS = (15, 0, 0, 2, 0, 0, 2)
 _CP_MAIR0_NS = (15, 0, 0, 10, 2, 0, 0)
+_CP_MAIR1_NS = (15, 0, 0, 10, 2, 0, 1)
 _CP_TTBR0_NS = (15, 1, 0, 0, 2, 0, 0)
 _CP_PAR_S = (15, 1, 1, 0, 7, 0, 0)
 
@@ -238,6 +240,9 @@ _SCTLR_A = 1 << 1
 _SCTLR_WXN = 1 << 19
 _SCTLR_UWXN = 1 << 20
 _TCR_WALK_ATTRS = (3 << 12) | (1 << 10) | (1 << 8)  # inner shareable, write-back walks
+# Every AttrIndx selects Normal write-back memory, so no access depends on memory type.
+_MAIR32_NORMAL = 0xFFFF_FFFF
+_MAIR64_NORMAL = (1 << 64) - 1
 _TG0 = {4096: 0, 65536: 1, 16384: 2}
 _PS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5}
 
@@ -307,12 +312,14 @@ class QemuMMU:
         self._cp(_CP_HCR, 0)  # VM=0: no stage 2 behind ATS12NSO*
         if r.el == "el2":
             self._cp(_CP_HTCR, (1 << 31) | _TCR_WALK_ATTRS | r.t0sz)
-            self._cp(_CP_HMAIR0, 0xFF)
+            self._cp(_CP_HMAIR0, _MAIR32_NORMAL)
+            self._cp(_CP_HMAIR1, _MAIR32_NORMAL)
             sctlr = self._cp(_CP_HSCTLR)
             self._cp(_CP_HSCTLR, (sctlr | _SCTLR_M) & ~(_SCTLR_A | _SCTLR_WXN))
         else:
             self._cp(_CP_TTBCR_NS, (1 << 31) | _TCR_WALK_ATTRS | r.t0sz)  # EAE, T1SZ = 0
-            self._cp(_CP_MAIR0_NS, 0xFF)
+            self._cp(_CP_MAIR0_NS, _MAIR32_NORMAL)
+            self._cp(_CP_MAIR1_NS, _MAIR32_NORMAL)
             sctlr = self._cp(_CP_SCTLR_NS)
             self._cp(_CP_SCTLR_NS, (sctlr | _SCTLR_M) & ~(_SCTLR_A | _SCTLR_WXN | _SCTLR_UWXN))
 
@@ -323,12 +330,12 @@ class QemuMMU:
         tcr = _TCR_WALK_ATTRS | (_TG0[r.granule] << 14) | r.t0sz
         if r.el == "el2":
             self._cp(_SR_TCR_EL2, tcr | (1 << 31) | (1 << 23) | (_PS[r.oa_bits] << 16))
-            self._cp(_SR_MAIR_EL2, 0xFF)
+            self._cp(_SR_MAIR_EL2, _MAIR64_NORMAL)
             sctlr = self._cp(_SR_SCTLR_EL2)
             self._cp(_SR_SCTLR_EL2, (sctlr | _SCTLR_M) & ~(_SCTLR_A | _SCTLR_WXN))
         else:
             self._cp(_SR_TCR_EL1, tcr | (1 << 23) | (_PS[r.oa_bits] << 32))  # EPD1: no TTBR1
-            self._cp(_SR_MAIR_EL1, 0xFF)
+            self._cp(_SR_MAIR_EL1, _MAIR64_NORMAL)
             sctlr = self._cp(_SR_SCTLR_EL1)
             self._cp(_SR_SCTLR_EL1, (sctlr | _SCTLR_M) & ~(_SCTLR_A | _SCTLR_WXN))
 
@@ -423,8 +430,11 @@ class QemuMMU:
 
     def _fetch(self, va: int, user: bool) -> QemuOutcome:
         uc = self._uc
-        # Stopping at a page-aligned address makes unicorn translate the previous page too.
-        probe = va + 4 if va % PAGE == 0 else va
+        # An instruction address is word-aligned; fetch permission is per page.  Stopping at a
+        # page-aligned address makes unicorn translate the previous page too: step past it.
+        probe = va & ~3
+        if probe % PAGE == 0:
+            probe += 4
         self._intr = None
         if self.regime.arch == "armv7":
             mode = _MODE_HYP if self.regime.el == "el2" else (_MODE_USR if user else _MODE_SVC)
