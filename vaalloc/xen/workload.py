@@ -30,7 +30,8 @@ the same counts. :func:`run_workload` drives a :class:`~vaalloc.xen.Xen` built b
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -130,20 +131,31 @@ class Workload:
         logdirty: int = 1,
         switch_rate: float = 100.0,
         ram: int = 32 * MB,
+        write_rate: float = 20.0,
+        superpages: float = 0.0,
         **kw: object,
     ) -> Workload:
-        """``domains`` identical guests, the first ``logdirty`` of them migrating, one vCPU
-        each (so every pCPU alternates between guests). Raises RangeError."""
+        """``domains`` identical guests (``ram``, ``write_rate``, ``superpages`` share), the
+        first ``logdirty`` of them migrating, one vCPU each (so every pCPU alternates between
+        guests); ``kw`` are other :class:`Workload` fields. Raises RangeError."""
+        if isinstance(domains, bool) or not isinstance(domains, int) or domains < 1:
+            raise RangeError(f"Workload.standard: domains={domains!r}, expected >= 1")
         if not 0 <= logdirty <= domains:
             raise RangeError(f"Workload.standard: logdirty={logdirty} not in 0..{domains}")
-        specs = tuple(DomainSpec(ram=ram, migrate=i < logdirty) for i in range(domains))
+        specs = tuple(
+            DomainSpec(ram=ram, write_rate=write_rate, superpages=superpages, migrate=i < logdirty)
+            for i in range(domains)
+        )
         return cls(domains=specs, switch_rate=switch_rate, **kw)  # type: ignore[arg-type]
 
 
 @attrs.define
 class RunStats:
     """What happened in one run besides the ledger: guest writes issued, pre-copy rounds,
-    pages sent, migrations completed, enables refused (OutOfSpace), simulated ms."""
+    pages sent, migrations completed, enables refused (OutOfSpace), simulated ms, and the
+    ledger growth by phase: ``switch_counts`` (context switches and Xen's working-set touch
+    right after them), ``migration_counts`` (enable, peek/clean, disable); the rest of the
+    ledger is the guests running (writes and their faults)."""
 
     writes: int = 0
     rounds: int = 0
@@ -151,6 +163,8 @@ class RunStats:
     migrations: int = 0
     refused: int = 0
     sim_ms: float = 0.0
+    switch_counts: Counter[str] = attrs.field(factory=Counter)
+    migration_counts: Counter[str] = attrs.field(factory=Counter)
 
 
 @attrs.define
@@ -208,6 +222,18 @@ def _touch_xen(xen: Xen, cpu: int, pages: int) -> None:
         counts["xen_hot_walk_reads"] += mmu.walk_reads - reads
 
 
+def _charge(
+    counts: Counter[str], into: Counter[str], action: Callable[..., None], *args: object
+) -> None:
+    """Run ``action(*args)`` and add the ledger's growth during it to ``into``."""
+    before = dict(counts)
+    action(*args)
+    for key, value in counts.items():
+        grown = value - before.get(key, 0)
+        if grown:
+            into[key] += grown
+
+
 class _Runner:
     def __init__(self, xen: Xen, w: Workload) -> None:
         if xen.cpus != w.pcpus:
@@ -257,6 +283,11 @@ class _Runner:
         m.round += 1
         m.deadline = now + max(self.w.round_ms_min, len(dirty) / self.w.bandwidth)
 
+    def switch(self, cpu: int, d: Domain) -> None:
+        """Context switch ``cpu`` to ``d``; Xen's own code and data run on the way."""
+        self.xen.context_switch(cpu, d)
+        _touch_xen(self.xen, cpu, self.w.xen_hot_pages)
+
     def run_slice(self, cpu: int, g: _Guest, slice_ms: float) -> None:
         xen, rng = self.xen, self.rng
         index = self.guests.index(g)
@@ -275,8 +306,9 @@ class _Runner:
     def run(self) -> RunStats:
         w, xen = self.w, self.xen
         slice_ms = w.slice_ms
+        counts, into = xen.ledger.counts, self.stats.migration_counts
         for m in self.migrations:
-            self.start_migration(m, 0.0)
+            _charge(counts, into, self.start_migration, m, 0.0)
         now = 0.0
         while now < w.duration_ms:
             length = min(slice_ms, w.duration_ms - now)
@@ -286,13 +318,12 @@ class _Runner:
                 g = queue[self.next_in_queue[cpu] % len(queue)]
                 self.next_in_queue[cpu] += 1
                 if xen.current[cpu] is not g.d:
-                    xen.context_switch(cpu, g.d)
-                    _touch_xen(xen, cpu, w.xen_hot_pages)
+                    _charge(xen.ledger.counts, self.stats.switch_counts, self.switch, cpu, g.d)
                 self.run_slice(cpu, g, length)
             now += length
             for m in self.migrations:
                 if now >= m.deadline:
-                    self.advance_migration(m, now)
+                    _charge(counts, into, self.advance_migration, m, now)
         self.stats.sim_ms = now
         return self.stats
 
