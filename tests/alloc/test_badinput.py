@@ -279,3 +279,27 @@ def test_inspection_calls_change_nothing(
 
 def test_unsupported_is_a_vaalloc_error() -> None:
     assert issubclass(Unsupported, VAAllocError) and issubclass(InUse, VAAllocError)
+
+
+def test_address_space_bad_input() -> None:
+    from vaalloc.alloc import AddressSpace, NameConflict, UnknownName
+
+    with pytest.raises(RangeError):
+        AddressSpace(name=3)  # type: ignore[arg-type]
+    space = AddressSpace("s")
+    space.create(0, 16 * G, "a")
+    before = [x.name for x in space]
+    for call, error in [
+        (lambda: space.add("not an allocator"), RangeError),  # type: ignore[arg-type]
+        (lambda: space.lookup("0x10"), RangeError),  # type: ignore[arg-type]
+        (lambda: space.create(8 * G, 24 * G, "b"), RangeError),
+        (lambda: space.create(16 * G, 32 * G, "a"), NameConflict),
+        (lambda: space.remove("zzz"), UnknownName),
+        (lambda: space["zzz"], UnknownName),
+        (lambda: space.create(16 * G, 16 * G, "c"), RangeError),
+    ]:
+        with pytest.raises(error) as info:
+            call()
+        message = info.value.args[0]  # args[0]: str() of a KeyError adds quotes
+        assert message.startswith(("s:", "address space name", "allocator 'c'")), message
+        assert [x.name for x in space] == before
