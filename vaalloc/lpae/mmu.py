@@ -272,13 +272,8 @@ class MMU:
         entry: TLBEntry = (base, mask, level, desc, shift, -1, -1, -1, False, low)
         tlb = self.tlb
         if tlb.capacity:
-            entries = tlb.entries
-            if len(entries) >= tlb.capacity:
-                entries.popitem(last=False)
-                tlb.evictions += 1
-            entries[((va >> shift) << 6) | shift] = entry
+            tlb.insert(((va >> shift) << 6) | shift, entry)
             if shift not in self._hyp_probe:
-                tlb._shifts.add(shift)
                 self._hyp_probe = tuple(sorted((*self._hyp_probe, shift)))
         if mask & a:
             return base | (va & low)

@@ -26,7 +26,7 @@ disables caching (every access walks), which is how a benchmark measures the mis
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 from vaalloc.errors import RangeError
@@ -72,6 +72,10 @@ class TLB:
         self.entries: OrderedDict[Key, TLBEntry] = OrderedDict()
         self.evictions = 0
         self._shifts: set[int] = set()  # block sizes ever cached, for by-address invalidation
+        # Indexes so that invalidation by tag costs O(entries with that tag), not O(capacity):
+        # the log-dirty handler invalidates a whole VMID on every fault.
+        self._hyp_keys: set[int] = set()
+        self._vmid_keys: dict[int, set[Key]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -89,12 +93,32 @@ class TLB:
             return
         entries = self.entries
         if key in entries:
-            entries.move_to_end(key)
-        elif len(entries) >= self.capacity:
-            entries.popitem(last=False)
-            self.evictions += 1
+            if self.lru:
+                entries.move_to_end(key)
+            entries[key] = entry
+            return
+        if len(entries) >= self.capacity:
+            self.evict()
         entries[key] = entry
         self._shifts.add(entry[4])
+        if isinstance(key, int):
+            self._hyp_keys.add(key)
+        else:
+            self._vmid_keys.setdefault(key[1], set()).add(key)
+
+    def evict(self) -> None:
+        """Drop the next victim (oldest / least recently used entry).  O(1)."""
+        key, _ = self.entries.popitem(last=False)
+        self.evictions += 1
+        self._unindex(key)
+
+    def _unindex(self, key: Key) -> None:
+        if isinstance(key, int):
+            self._hyp_keys.discard(key)
+        else:
+            keys = self._vmid_keys.get(key[1])
+            if keys is not None:
+                keys.discard(key)
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -110,27 +134,28 @@ class TLB:
 
     # -- invalidation -----------------------------------------------------------------------
 
-    def _drop(self, match: Callable[[Key], bool]) -> int:
-        doomed = [key for key in self.entries if match(key)]
-        for key in doomed:
-            del self.entries[key]
-        return len(doomed)
+    def _drop(self, keys: list[Key]) -> int:
+        entries = self.entries
+        for key in keys:
+            del entries[key]
+            self._unindex(key)
+        return len(keys)
 
     def invalidate_all(self) -> int:
         """Drop every entry; return how many."""
         n = len(self.entries)
         self.entries.clear()
+        self._hyp_keys.clear()
+        self._vmid_keys.clear()
         return n
 
     def invalidate_hyp(self, va: int | None = None) -> int:
-        """Drop hyp entries (covering ``va`` if given, any size)."""
+        """Drop hyp entries (covering ``va`` if given, any size).  O(hyp entries) for all,
+        O(block sizes) for one address."""
         if va is None:
-            return self._drop(lambda key: isinstance(key, int))
-        n = 0
-        for shift in self._shifts:
-            if self.entries.pop(hyp_key(va, shift), None) is not None:
-                n += 1
-        return n
+            return self._drop(list(self._hyp_keys))
+        keys = [hyp_key(va, shift) for shift in self._shifts]
+        return self._drop([key for key in keys if key in self.entries])
 
     def invalidate_guest(
         self,
@@ -142,7 +167,8 @@ class TLB:
         stage2: bool = True,
         keep_global: bool = False,
     ) -> int:
-        """Drop guest entries matching every given criterion.
+        """Drop guest entries matching every given criterion.  O(entries of the VMID) when
+        ``vmid`` is given, O(guest entries) otherwise.
 
         ``vmid`` None = all VMIDs; ``asid`` given = non-global entries of that ASID plus, unless
         ``keep_global``, global ones (TLBIMVA semantics); ``va`` = entries whose block covers
@@ -167,7 +193,11 @@ class TLB:
                 return False
             return va is None or va >> shift == block
 
-        return self._drop(match)
+        if vmid is None:
+            candidates: list[Key] = [k for keys in self._vmid_keys.values() for k in keys]
+        else:
+            candidates = list(self._vmid_keys.get(vmid, ()))
+        return self._drop([key for key in candidates if match(key)])
 
     def keys(self) -> Iterator[Key]:
         """Keys of the cached entries, next victim first."""

@@ -1,0 +1,260 @@
+"""MMU and TLB: hits and misses, tags, replacement, maintenance, stale entries, two stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from vaalloc.errors import AlignmentError, RangeError
+from vaalloc.lpae import (
+    ARMV7_S1,
+    ARMV7_S1_PL1,
+    ARMV7_S2_40,
+    MMU,
+    TLB,
+    TLBI_OPS,
+    Fault,
+    FaultError,
+    PageTable,
+    PhysicalMemory,
+    S1Attrs,
+    S2Attrs,
+    Translation,
+    walk_two_stage,
+)
+
+PAGE = 0x1000
+RAM = 0x8000_0000
+
+
+def hyp_setup(
+    capacity: int = 64, replacement: str = "fifo", stale: bool = False
+) -> tuple[PhysicalMemory, PageTable, int, MMU]:
+    mem = PhysicalMemory(40)
+    xen = PageTable(mem, ARMV7_S1)
+    data = mem.alloc_frames(16)
+    xen.map(0x1000_0000, data, 16 * PAGE, S1Attrs())
+    mmu = MMU(mem, TLB(capacity, replacement=replacement), stale_check=stale)
+    mmu.set_hyp(xen.root)
+    return mem, xen, data, mmu
+
+
+def test_hits_misses_and_walk_reads_are_counted() -> None:
+    mem, _, data, mmu = hyp_setup()
+    mmu.hyp_write64(0x1000_0008, 0x1234)
+    assert mem.read64(data + 8) == 0x1234
+    assert mmu.hyp_read64(0x1000_0008) == 0x1234
+    assert mmu.hyp_read64(0x1000_1000) == 0
+    c = mmu.counters
+    assert (c["misses"], c["hits"], c["walks"], c["walk_reads"]) == (2, 1, 2, 6)
+    t = mmu.hyp_translate(0x1000_0010)
+    assert isinstance(t, Translation) and t.reads == () and t.pa == data + 0x10
+    mmu.reset_counters()
+    assert mmu.counters["hits"] == 0
+
+
+def test_permission_fault_from_a_cached_entry_and_faults_are_not_cached() -> None:
+    _mem, xen, _data, mmu = hyp_setup()
+    xen.protect(0x1000_0000, PAGE, S1Attrs(ap=2))
+    mmu.hyp_read64(0x1000_0000)
+    with pytest.raises(FaultError) as info:
+        mmu.hyp_write64(0x1000_0000, 1)
+    assert (info.value.fault.kind, info.value.fault.level, mmu.counters["hits"]) == (
+        "permission",
+        3,
+        1,
+    )
+    for _ in range(2):
+        with pytest.raises(FaultError, match="translation fault, level 3"):
+            mmu.hyp_read64(0x1001_0000)
+    assert mmu.counters["misses"] == 3  # an unmapped address walks every time
+
+
+def test_fifo_and_lru_replacement_evict_predictably() -> None:
+    for replacement, survivor in (("fifo", 0x1000_1000), ("lru", 0x1000_0000)):
+        _, _, _, mmu = hyp_setup(capacity=2, replacement=replacement)
+        for va in (0x1000_0000, 0x1000_1000, 0x1000_0000, 0x1000_2000):
+            mmu.hyp_read64(va)
+        assert mmu.counters["evictions"] == 1
+        before = mmu.counters["hits"]
+        mmu.hyp_read64(survivor)
+        assert mmu.counters["hits"] == before + 1, replacement
+
+
+def test_stale_detector_catches_a_missing_tlbimvah() -> None:
+    mem, xen, data, mmu = hyp_setup(stale=True)
+    va = 0x1000_3000
+    mmu.hyp_write64(va, 0xAAAA)
+    other = mem.alloc_frames()
+    mem.write64(other, 0xBBBB)
+    xen.map(va, other, PAGE, S1Attrs(), replace=True)  # no TLB maintenance
+    assert mmu.hyp_read64(va) == 0xAAAA  # the TLB still says the old page
+    [hit] = mmu.stale_hits
+    assert (hit.va, hit.cached_pa, hit.regime) == (va, data + 0x3000, "hyp")
+    assert isinstance(hit.current, Translation) and hit.current.pa == other
+    mmu.tlbi("TLBIMVAH", va)
+    assert mmu.hyp_read64(va) == 0xBBBB and len(mmu.stale_hits) == 1
+    assert mmu.counters["tlbi:TLBIMVAH"] == 1
+
+
+def test_stale_detector_is_silent_when_the_flush_is_there() -> None:
+    mem, _, _data, mmu = hyp_setup(stale=True)
+    flushed: list[int] = []
+
+    def flush(va: int, size: int) -> None:
+        for page in range(va, va + size, PAGE):
+            mmu.tlbi("TLBIMVAH", page)
+            flushed.append(page)
+
+    xen = PageTable(mem, ARMV7_S1, root=mmu._hyp.root, flush=flush)  # type: ignore[union-attr]
+    va = 0x1000_3000
+    mmu.hyp_write64(va, 0xAAAA)
+    other = mem.alloc_frames()
+    mem.write64(other, 0xBBBB)
+    xen.map(va, other, PAGE, S1Attrs(), replace=True)
+    assert flushed == [va]
+    assert mmu.hyp_read64(va) == 0xBBBB
+    xen.unmap(va, PAGE)
+    with pytest.raises(FaultError):
+        mmu.hyp_read64(va)
+    assert mmu.stale_hits == []
+
+
+def guest_setup(
+    capacity: int = 64, stale: bool = False
+) -> tuple[PhysicalMemory, dict[int, PageTable], MMU]:
+    mem = PhysicalMemory(40)
+    p2m = {vmid: PageTable(mem, ARMV7_S2_40) for vmid in (1, 2)}
+    for vmid, pt in p2m.items():
+        pt.map(RAM, 0x1_0000_0000 * vmid, 1 << 21, S2Attrs())
+    mmu = MMU(mem, TLB(capacity), stale_check=stale)
+    return mem, p2m, mmu
+
+
+def test_vmid_tags_keep_guests_apart() -> None:
+    _, p2m, mmu = guest_setup()
+    for vmid in (1, 2, 1, 2):
+        mmu.set_stage2(p2m[vmid].root, vmid)
+        assert mmu.guest_pa(RAM + 0x10) == 0x1_0000_0000 * vmid + 0x10
+    assert (mmu.counters["misses"], mmu.counters["hits"]) == (2, 2)  # one 2MB block each
+    mmu.set_stage2(p2m[1].root, 1)
+    assert mmu.tlbi("TLBIALL") == 1  # the current VMID only
+    mmu.set_stage2(p2m[2].root, 2)
+    mmu.guest_pa(RAM)
+    assert mmu.counters["hits"] == 3
+    assert mmu.tlbi("TLBIALLNSNH") == 1
+
+
+def test_stage2_permission_fault_reports_the_ipa() -> None:
+    _, p2m, mmu = guest_setup()
+    p2m[1].protect(RAM, 1 << 21, S2Attrs(s2ap=1))
+    mmu.set_stage2(p2m[1].root, 1)
+    result = mmu.guest_translate(RAM + 0x2345, "write")
+    assert isinstance(result, Fault)
+    assert (result.kind, result.stage, result.level, result.ipa) == (
+        "permission",
+        2,
+        2,
+        RAM + 0x2345,
+    )
+
+
+def test_two_stage_walk_with_s1ptw_fault() -> None:
+    mem, p2m, _ = guest_setup()
+    s1_root_ipa = RAM + 0x1F_0000
+    offset = 0x1_0000_0000 - RAM
+    l2_ipa, l3_ipa = s1_root_ipa + PAGE, s1_root_ipa + 2 * PAGE
+    mem.write64(s1_root_ipa + offset + 8, l2_ipa | 3)  # VA 0x4000_0000
+    mem.write64(l2_ipa + offset, l3_ipa | 3)
+    mem.write64(l3_ipa + offset + 8, (RAM + 0x5000) | 3 | (1 << 10) | (1 << 6))
+    t = walk_two_stage(mem, ARMV7_S1_PL1, s1_root_ipa, ARMV7_S2_40, p2m[1].root, 0x4000_1010)
+    assert isinstance(t, Translation)
+    assert (t.ipa, t.pa) == (RAM + 0x5010, offset + RAM + 0x5010)
+    assert [pa for pa, _ in t.reads] == [
+        s1_root_ipa + offset + 8,
+        l2_ipa + offset,
+        l3_ipa + offset + 8,
+    ]
+    # The level-2 table's IPA is no longer mapped at stage 2: a stage-2 fault on a
+    # stage-1 table walk (S1PTW), at the stage-2 level that failed.
+    p2m[1].unmap(RAM, 1 << 21)
+    p2m[1].map(RAM, 0x1_0000_0000, 0x1F_0000, S2Attrs())
+    p2m[1].map(s1_root_ipa, s1_root_ipa + offset, PAGE, S2Attrs())
+    f = walk_two_stage(mem, ARMV7_S1_PL1, s1_root_ipa, ARMV7_S2_40, p2m[1].root, 0x4000_1010)
+    assert isinstance(f, Fault)
+    assert (f.kind, f.stage, f.s1ptw, f.level, f.ipa) == ("translation", 2, True, 3, l2_ipa)
+    # A stage-1 fault says stage 1.
+    f1 = walk_two_stage(mem, ARMV7_S1_PL1, s1_root_ipa, ARMV7_S2_40, p2m[1].root, 0x8000_0000)
+    assert isinstance(f1, Fault) and (f1.kind, f1.stage, f1.level) == ("translation", 1, 1)
+
+
+def test_asid_tags_and_stage1_maintenance() -> None:
+    mem, p2m, mmu = guest_setup(stale=True)
+    offset = 0x1_0000_0000 - RAM
+    root = RAM + 0x1F_0000
+    mem.write64(root + offset + 8, (root + PAGE) | 3)
+    mem.write64(root + PAGE + offset, (root + 2 * PAGE) | 3)
+    for i, ng in enumerate((True, False)):
+        page = (RAM + 0x5000 + i * PAGE) | 3 | (1 << 10) | (1 << 6) | (int(ng) << 11)
+        mem.write64(root + 2 * PAGE + offset + 8 * i, page)
+    mmu.set_stage2(p2m[1].root, 1)
+    mmu.set_stage1(root, asid=7)
+    local, shared = 0x4000_0000, 0x4000_1000
+    assert mmu.guest_pa(local) == offset + RAM + 0x5000
+    assert mmu.guest_pa(shared, user=True) == offset + RAM + 0x6000
+    mmu.set_stage1(root, asid=8)
+    mmu.guest_pa(local)
+    mmu.guest_pa(shared)
+    assert (mmu.counters["misses"], mmu.counters["hits"]) == (3, 1)  # nG entry is per ASID
+    assert mmu.tlbi("TLBIASID", asid=7) == 1  # only 7's non-global entry
+    assert mmu.tlbi("TLBIMVAA", shared) == 1
+    # Changing stage 2 and invalidating by IPA leaves the combined entry: stale, caught.
+    p2m[1].map(RAM + 0x5000, 0x3_0000_0000, PAGE, S2Attrs(), replace=True)
+    mmu.tlbi("TLBIIPAS2", RAM + 0x5000)
+    mmu.guest_pa(local)
+    assert len(mmu.stale_hits) == 1 and mmu.stale_hits[0].asid == 8
+    mmu.tlbi("TLBIALL")
+    assert mmu.guest_pa(local) == 0x3_0000_0000 and len(mmu.stale_hits) == 1
+
+
+def test_inner_shareable_maintenance_reaches_joined_mmus() -> None:
+    mem, xen, _, cpu0 = hyp_setup()
+    cpu1 = MMU(mem)
+    cpu1.set_hyp(xen.root)
+    cpu0.join(cpu1)
+    for cpu in (cpu0, cpu1):
+        cpu.hyp_read64(0x1000_0000)
+    assert cpu0.tlbi("TLBIALLH") == 1 and len(cpu1.tlb) == 1
+    assert cpu0.tlbi("TLBIALLHIS") == 1 and len(cpu1.tlb) == 0
+    cpu1.hyp_read64(0x1000_0000)
+    assert cpu0.tlbi("TLBI VAE2IS", 0x1000_0008) == 1
+
+
+def test_every_operation_has_an_inner_shareable_form() -> None:
+    for name in ("TLBIALLH", "TLBIMVAH", "TLBIALL", "TLBIALLNSNH", "TLBI VMALLS12E1", "TLBI ALLE2"):
+        assert name in TLBI_OPS and name + "IS" in TLBI_OPS
+
+
+def test_bad_requests_raise_typed_errors() -> None:
+    mem, _, _, mmu = hyp_setup()
+    with pytest.raises(RangeError, match="unknown operation"):
+        mmu.tlbi("TLBIEVERYTHING")
+    with pytest.raises(RangeError, match="address operand"):
+        mmu.tlbi("TLBIMVAH")
+    with pytest.raises(RangeError, match="address operand"):
+        mmu.tlbi("TLBIALLH", 0x1000)
+    with pytest.raises(RangeError, match="VMID"):
+        mmu.tlbi("TLBIALL")
+    with pytest.raises(RangeError, match="hyp virtual address"):
+        mmu.hyp_pa(1 << 32)
+    with pytest.raises(RangeError):
+        mmu.hyp_pa(0x1000_0000, "fetch")
+    with pytest.raises(AlignmentError):
+        mmu.hyp_read64(0x1000_0004)
+    with pytest.raises(RangeError, match="no stage 2"):
+        MMU(mem).guest_pa(0)
+    with pytest.raises(RangeError, match="set_hyp"):
+        MMU(mem).hyp_pa(0)
+    with pytest.raises(RangeError):
+        mmu.set_hyp(0x8000_0000, ARMV7_S2_40)
+    with pytest.raises(RangeError):
+        TLB(-1)
