@@ -27,6 +27,7 @@ FRAME_SIZE = 4096
 FRAME_SHIFT = 12
 _WORDS = FRAME_SIZE // 8
 _ZERO_FRAME = bytes(FRAME_SIZE)
+_ZERO_WORD = array("Q", [0])
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
@@ -161,7 +162,7 @@ class PhysicalMemory:
     def _frame_for_write(self, frame: int) -> array[int]:
         words = self._frames.get(frame)
         if words is None:
-            words = array("Q", bytes(FRAME_SIZE))
+            words = _ZERO_WORD * _WORDS  # exact-size allocation (array(bytes) over-allocates)
             self._frames[frame] = words
         return words
 
