@@ -77,6 +77,10 @@ class HybridLookup(P2MLookup):
         """Store the leaf, through the window or the walk."""
         self._for(d).write_leaf(cpu, d, ipa, value)
 
+    def release(self, cpu: int) -> None:
+        """See :meth:`DomheapWalk.release`."""
+        self.walk.release(cpu)
+
     def check(self) -> None:
         """Check both halves (see :meth:`PartitionedVLPT.check`, :meth:`DomheapWalk.check`)."""
         self.vlpt.check()

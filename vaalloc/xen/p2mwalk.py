@@ -122,10 +122,14 @@ class DomheapWalk(P2MLookup):
             return 0
         return self._read_pa(cpu, (l1 & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & 511) * 8)
 
-    def _release(self, cpu: int) -> None:
+    def release(self, cpu: int) -> None:
+        """Drop the level-3 mapping :meth:`read_leaf` kept for a ``write_leaf`` that will not
+        come (a reader that is not the log-dirty handler). No-op if none is held."""
         held = self._held.pop(cpu, None)
         if held is not None:
             self.unmap_va(cpu, held[2])
+
+    _release = release
 
     # --- hooks ------------------------------------------------------------------------------
     def on_disable(self, d: Domain) -> None:
