@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import vaalloc.cli as cli
 from vaalloc.cli import simulate
@@ -135,3 +137,12 @@ def test_bad_options_end_in_one_line_and_status_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vaalloc simulate")
     assert "Traceback" not in "\n".join(err)
+
+
+@given(
+    n=st.integers(1, 1 << 20),
+    unit=st.sampled_from([("", 0), ("K", 10), ("M", 20), ("G", 30), ("KiB", 10), ("GB", 30)]),
+)
+def test_any_whole_size_parses(n: int, unit: tuple[str, int]) -> None:
+    assert parse_size(f"{n}{unit[0]}") == n << unit[1]
+    assert parse_size(f"{n}{unit[0].lower()}") == n << unit[1]

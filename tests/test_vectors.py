@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.reference.xen_vmap_plain import PlainXenVmap
 from vaalloc.alloc import RangeAllocator
@@ -204,3 +206,40 @@ def test_unknown_trace_names_and_runs_outside_the_window_are_refused() -> None:
         alloc_trace("first-fit", 0, 1)
     with pytest.raises(RangeError, match="slot 200"):
         vlpt_case(200, 2, 1, 0x8000_0000)
+
+
+@given(
+    first_slot=st.integers(64, 126),
+    first_gb=st.integers(0, 1000),
+    data=st.data(),
+)
+def test_any_vlpt_case_follows_the_walk_formula(first_slot: int, first_gb: int, data: Any) -> None:
+    nr = data.draw(st.integers(1, 127 - first_slot), label="nr")
+    ipa = data.draw(st.integers(0, (first_gb + nr + 2) << 30), label="ipa")
+    case = vlpt_case(first_slot, first_gb, nr, ipa)
+    gb = ipa >> 30
+    if not first_gb <= gb < first_gb + nr:
+        assert case["third"] is None and case["second"] is None
+        return
+    slot, i2, i3 = first_slot + gb - first_gb, (ipa >> 21) & 511, (ipa >> 12) & 511
+    assert int(case["third"], 16) == (slot << 21) + i2 * 4096 + i3 * 8
+    assert int(case["second"], 16) == (127 << 21) + slot * 4096 + i2 * 8
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32), name=st.sampled_from(["xen_vmap", "xen_vmap-grow"]))
+def test_any_seed_gives_traces_xen_agrees_with(seed: int, name: str) -> None:
+    trace = alloc_trace(name, 80, seed)
+    head = trace["allocator"]
+    base, granule = int(head["start"], 16), head["granule"]
+    plain = PlainXenVmap((int(head["end"], 16) - base) // granule, granule)
+    for op in trace["ops"]:
+        if op["op"] == "alloc":
+            bit = plain.vm_alloc(op["nr"], op["align"])
+            got = None if bit is None else hex(base + bit * granule)
+        else:
+            idx = (int(op["va"], 16) - base) // granule
+            size = plain.vm_size(idx)
+            got = size if plain.vm_free(idx) else None
+        assert got == op["result"], op
+        assert plain.vm_low == op["vm_low"], op
