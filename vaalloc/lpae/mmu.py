@@ -402,7 +402,7 @@ class MMU:
             a = ACCESS_BITS.get(access, 0)
             get = self._tlb_get
             try:
-                for shift in s2.shifts:
+                for shift in s2.shifts if self.tlb.capacity else ():
                     key = (2, s2.tag, shift, va >> shift)
                     entry = get(key)
                     if entry is not None:
@@ -434,8 +434,9 @@ class MMU:
         low = (1 << shift) - 1
         mask = geo.lut[((desc >> 6) & 3) | ((desc >> 52) & 4)]
         base = desc & geo.addr_mask & ~low
-        entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False, low)
-        self.tlb.insert((2, s2.tag, shift, va >> shift), entry)
+        if self.tlb.capacity:
+            entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False, low)
+            self.tlb.insert((2, s2.tag, shift, va >> shift), entry)
         if mask & a:
             return base | (va & low)
         raise FaultError(Fault("permission", level, va, stage=2, ipa=va, access=_NAMES[a]))
