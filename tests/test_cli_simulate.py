@@ -124,6 +124,7 @@ def test_sizes_parse(text: str, value: int) -> None:
         ["--hot", "1.5"],
         ["--rate", "-1"],
         ["--domains", "40", "--ram", "2G"],
+        ["--strategy", "nosuch"],
     ],
 )
 def test_bad_options_end_in_one_line_and_status_2(
@@ -146,3 +147,19 @@ def test_bad_options_end_in_one_line_and_status_2(
 def test_any_whole_size_parses(n: int, unit: tuple[str, int]) -> None:
     assert parse_size(f"{n}{unit[0]}") == n << unit[1]
     assert parse_size(f"{n}{unit[0].lower()}") == n << unit[1]
+
+
+def test_every_lookup_strategy_sees_the_same_dirty_pages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = _run(capsys, "--seed", "6")
+    for strategy in ("switched", "walk", "hybrid"):
+        other = _run(capsys, "--seed", "6", "--strategy", strategy)
+        assert other["strategy"] == strategy
+        for mine, theirs in zip(base["rounds"], other["rounds"], strict=True):
+            for key in ("pages_sent", "writes", "dirty", "stale_tlb_hits"):
+                assert theirs[key] == mine[key], (strategy, key)
+    walk = _run(capsys, "--seed", "6", "--strategy", "walk")["totals"]
+    assert walk["vlpt_reads"] == 0 and walk["map_domain_page"] > 0
+    switched = _run(capsys, "--seed", "6", "--strategy", "switched")["totals"]
+    assert switched["context_switch_slot_writes"] > 0

@@ -13,10 +13,12 @@ are more vCPUs than CPUs).  Every guest is migrated at once, in pre-copy rounds:
 * when every guest has at most ``stop_pages`` dirty pages (or after ``max_rounds``), the guests
   are paused and the last dirty pages sent (stop-and-copy).
 
-Each round reports what the ledger counted: pages sent, guest writes, faults, VLPT reads,
-``xen_second`` slot writes (all of them at enable with the per-domain VLPT, none at context
-switch), context switches, TLB maintenance, and stale TLB hits (0: the detector walks the
-tables on every TLB hit when ``stale_check`` is on).
+``strategy`` picks how the fault handler finds p2m entries (:mod:`vaalloc.xen.strategies`; the
+default is the per-domain VLPT).  Each round reports what the ledger counted: pages sent, guest
+writes, faults, VLPT reads, ``map_domain_page`` calls, ``xen_second`` slot writes (all of them
+at enable with the per-domain VLPT, none at context switch), context switches, TLB maintenance,
+and stale TLB hits (0: the detector walks the tables on every TLB hit when ``stale_check`` is
+on).
 
 This module also holds the small helpers the other sub-commands share: :class:`ProgressBar`
 and :func:`parse_size`.
@@ -123,6 +125,7 @@ class Scenario:
     superpages: bool = False
     stale_check: bool = True
     seed: int = 1
+    strategy: str = "partitioned"
 
 
 _ROUND_COUNTERS = (
@@ -134,6 +137,7 @@ _ROUND_COUNTERS = (
     "context_switch_slot_writes",
     "tlbi",
     "superpage_splits",
+    "map_domain_page",
 )
 
 
@@ -148,12 +152,12 @@ def run_scenario(sc: Scenario, progress: ProgressBar | None = None) -> dict[str,
     domain's slots (the window holds 63GB of guest RAM); nothing is left half done, since
     everything lives in the fresh model.
     """
-    from vaalloc.xen import Xen
+    from vaalloc.xen.strategies import make_xen
 
     _check(sc)
     bar = progress or ProgressBar(enabled=False)
     rng = random.Random(sc.seed)
-    xen = Xen(cpus=sc.cpus, stale_check=sc.stale_check)
+    xen = make_xen(sc.strategy, sc.cpus, stale_check=sc.stale_check)
     doms = []
     for k in range(sc.domains):
         bar.update("creating domains", k, sc.domains, force=True)
@@ -218,7 +222,7 @@ def _check(sc: Scenario) -> None:
     if sc.ram <= 0 or sc.ram % (2 << 20):
         raise RangeError(f"ram={sc.ram:#x} must be a positive multiple of 2MB")
     need = sc.domains * slots_for_ram(GUEST_RAM_BASE, sc.ram)
-    if need > VLPT_DOMAIN_SLOTS:
+    if sc.strategy == "partitioned" and need > VLPT_DOMAIN_SLOTS:
         raise RangeError(
             f"{sc.domains} domains of {sc.ram >> 20}MB need {need} VLPT slots; the window "
             f"has {VLPT_DOMAIN_SLOTS} (one slot per GB of guest RAM)"
@@ -263,17 +267,13 @@ def _report(
             if key not in ("round", "kind", "dirty") and isinstance(value, int):
                 totals[key] = totals.get(key, 0) + value
     domains = []
+    runs = getattr(xen.lookup, "runs", {})  # strategies with per-domain window slots
     for d in doms:
-        run = xen.vlpt.run(d)
-        domains.append(
-            {
-                "domid": d.domid,
-                "ram": sc.ram,
-                "vlpt_first_slot": run.first_slot,
-                "vlpt_slots": run.nr,
-                "vlpt_va": f"{run.va:#x}",
-            }
-        )
+        entry: dict[str, Any] = {"domid": d.domid, "ram": sc.ram}
+        run = runs.get(d.domid)
+        if run is not None:
+            entry.update(vlpt_first_slot=run.first_slot, vlpt_slots=run.nr, vlpt_va=f"{run.va:#x}")
+        domains.append(entry)
     return {
         "scenario": attrs.asdict(sc),
         "strategy": xen.lookup.name,
@@ -291,6 +291,7 @@ _COLUMNS = (
     ("writes", "writes", 8),
     ("faults", "faults", 8),
     ("vlpt_reads", "VLPT reads", 10),
+    ("map_domain_page", "map pages", 9),
     ("xen_second_writes", "slot writes", 11),
     ("context_switches", "switches", 8),
     ("context_switch_slot_writes", "switch slots", 12),
@@ -307,9 +308,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{sc['domains']} domains x {gb:g}GB, {sc['cpus']} CPUs, {sc['vcpus']} vCPUs each, "
         f"{sc['rate']} writes/vCPU/slice, {sc['bandwidth']} pages/slice per domain, "
-        f"seed {sc['seed']}; VLPT strategy {report['strategy']}",
+        f"seed {sc['seed']}; p2m lookup strategy {report['strategy']}",
     ]
     for d in report["domains"]:
+        if "vlpt_first_slot" not in d:
+            continue
         last = d["vlpt_first_slot"] + d["vlpt_slots"] - 1
         lines.append(
             f"  d{d['domid']}: VLPT slots {d['vlpt_first_slot']}..{last} at {d['vlpt_va']}"
@@ -343,6 +346,7 @@ def _simulate(args: argparse.Namespace) -> int:
         superpages=args.superpages,
         stale_check=not args.no_stale_check,
         seed=args.seed,
+        strategy=args.strategy,
     )
     bar = ProgressBar(enabled=False if args.quiet else None)
     report = run_scenario(sc, bar)
@@ -380,6 +384,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--superpages", action="store_true", help="map guest RAM with 2MB blocks")
     p.add_argument(
         "--no-stale-check", action="store_true", help="skip the stale-TLB detector (faster)"
+    )
+    p.add_argument(
+        "--strategy",
+        default=d.strategy,
+        help="p2m lookup strategy of the fault handler (partitioned, switched, walk, ...)",
     )
     p.add_argument("--seed", type=integer, default=d.seed, help="random seed")
     p.add_argument("--json", action="store_true", help="machine-readable output")
