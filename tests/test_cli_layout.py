@@ -95,7 +95,7 @@ def test_svg_draws_every_slot_and_the_legend(
     ns = "{http://www.w3.org/2000/svg}"
     texts = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "d1 4GB: slots 64..67" in texts and "d2 1GB: slots 68..68" in texts
-    assert "loop slot 127 at 0xfe00000" in texts
+    assert "loop slot 127 at 0x0fe00000" in texts
     fills = [r.get("fill") for r in root.iter(f"{ns}rect") if r.get("height") == "34.0"]
     assert len(fills) == 64  # one cell per slot of the window
     assert fills[-1] == "#333333"  # the loop slot

@@ -195,6 +195,14 @@ def _pages(lo: int, hi: int) -> str:
 
 # --- SVG -------------------------------------------------------------------------------------
 
+# Labels that fit the narrow boxes of the bar.
+_SHORT = {
+    "unmapped": "",
+    "Xen text/data/bss": "Xen",
+    "boot misc": "boot",
+    "VLPT window": "VLPT",
+    "domheap (per CPU)": "domheap",
+}
 _COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 _W = 960
 
@@ -221,7 +229,7 @@ def svg(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
     parts: list[str] = []
     left, bar_w, y0 = 20.0, _W - 40.0, 50.0
     parts.append(_t(left, 24, "Xen ARM32 hyp memory map and VLPT slots (vaalloc layout)", 15))
-    weights = [max(1.0, (r["size"] >> 20).bit_length()) for r in rows]
+    weights = [max(3.0, (r["size"] >> 20).bit_length()) for r in rows]
     scale = bar_w / sum(weights)
     x = left
     vlpt_x = (0.0, 0.0)
@@ -231,16 +239,18 @@ def svg(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
         if r["name"] == "VLPT window":
             fill, vlpt_x = "#ffe9a8", (x, x + width)
         parts.append(_rect(x, y0, width, 46, fill))
-        parts.append(_t(x + width / 2, y0 + 18, r["name"].split(" (")[0], 10, "middle"))
+        label = _SHORT.get(r["name"], r["name"])
+        parts.append(_t(x + width / 2, y0 + 18, label, 10, "middle"))
         parts.append(_t(x + width / 2, y0 + 34, _size(r["size"]), 10, "middle", fill="#555"))
-        parts.append(_t(x, y0 + 60, f"{r['start']:#x}", 8, "start", fill="#555"))
+        if width >= 60:  # narrower boxes leave no room for an address under them
+            parts.append(_t(x, y0 + 60, f"{r['start']:#x}", 8, "start", fill="#555"))
         x += width
     parts.append(_t(left + bar_w, y0 + 60, "0x100000000", 8, "end", fill="#555"))
     # The zoom: 64 cells, one per xen_second slot of the window.
     cy, cell = 170.0, bar_w / slots["slots"]
     parts.append(
-        f'<path d="M{vlpt_x[0]:.1f},{y0 + 46} L{left},{cy} M{vlpt_x[1]:.1f},{y0 + 46} '
-        f'L{left + bar_w},{cy}" stroke="#999" stroke-dasharray="4,3" fill="none"/>'
+        f'<path d="M{vlpt_x[0]:.1f},{y0 + 46} L{left},{cy - 24} M{vlpt_x[1]:.1f},{y0 + 46} '
+        f'L{left + bar_w},{cy - 24}" stroke="#999" stroke-dasharray="4,3" fill="none"/>'
     )
     owner: dict[int, int] = {}
     for i, d in enumerate(slots["domains"]):
@@ -263,7 +273,7 @@ def svg(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
         _t(
             left,
             cy - 8,
-            f"VLPT window {slots['window'][0]:#x}-{slots['window'][1]:#x}: "
+            f"VLPT window {slots['window'][0]:#010x}-{slots['window'][1]:#010x}: "
             f"xen_second slots {first}..{first + slots['slots'] - 1}, 2MB each",
             11,
         )
@@ -275,7 +285,7 @@ def svg(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
         _t(
             left + 18,
             ly,
-            f"loop slot {slots['loop_slot']} at {slots['loop_va']:#x}: "
+            f"loop slot {slots['loop_slot']} at {slots['loop_va']:#010x}: "
             "xen_second page 0 read as a level-3 table (second-level view)",
             11,
         )
@@ -288,8 +298,8 @@ def svg(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
         if d["placed"]:
             (l0, l1), (s0, s1) = d["leaf_view"], d["second_view"]
             label += (
-                f"slots {d['first_slot']}..{d['last_slot']}, leaf view {l0:#x}-{l1:#x}, "
-                f"second-level view {s0:#x}-{s1:#x}"
+                f"slots {d['first_slot']}..{d['last_slot']}, leaf view {l0:#010x}-{l1:#010x}, "
+                f"second-level view {s0:#010x}-{s1:#010x}"
             )
         else:
             label += f"does not fit ({d['reason']})"
