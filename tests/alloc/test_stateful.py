@@ -61,7 +61,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         align=ALIGNS,
         phase_seed=st.integers(0, 15),
         nocross=NOCROSS,
-        window=st.none() | st.tuples(st.integers(0, 260), st.integers(1, 260)),
+        window=st.none()
+        | st.tuples(
+            st.integers(0, 260), st.integers(1, 260), st.sampled_from(["both", "min", "max"])
+        ),
     )
     def alloc(self, nr, align, phase_seed, nocross, window):  # type: ignore[no-untyped-def]
         phase = phase_seed % align if phase_seed < 8 else 0
@@ -70,7 +73,14 @@ class AllocatorMachine(RuleBasedStateMachine):
         if window is not None:
             lo = min(self.m.lo + window[0], self.m.hi - 1)
             hi = min(lo + window[1], self.m.hi)
-            kwargs = {"min_addr": lo * GRANULE, "max_addr": hi * GRANULE}
+            if window[2] == "min":
+                hi = None
+                kwargs = {"min_addr": lo * GRANULE}
+            elif window[2] == "max":
+                lo = None
+                kwargs = {"max_addr": hi * GRANULE}
+            else:
+                kwargs = {"min_addr": lo * GRANULE, "max_addr": hi * GRANULE}
         if nocross and phase % min(align, nocross) + nr > nocross:
             failed = self.unchanged_after(
                 lambda: self.a.alloc(nr, align, phase=phase, nocross=nocross, **kwargs),
