@@ -24,7 +24,7 @@ import attrs
 from vaalloc.errors import AlignmentError, RangeError
 from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
 from vaalloc.lpae.fastwalk import LeafFn, leaf_fn
-from vaalloc.lpae.geometry import ARMV7_S1, ARMV7_S2_40, Format
+from vaalloc.lpae.geometry import ARMV7_S1, ARMV7_S1_PL1, ARMV7_S2_40, Format
 from vaalloc.lpae.memory import PhysicalMemory
 from vaalloc.lpae.tlb import TLB, TLBEntry, hyp_key
 from vaalloc.lpae.walk import (
@@ -151,8 +151,6 @@ class MMU:
         if ttbr0 is None:
             self._s1 = None
             return
-        from vaalloc.lpae.geometry import ARMV7_S1_PL1
-
         chosen = ARMV7_S1_PL1 if fmt is None else fmt
         if chosen.stage != 1 or chosen.regime != "el1&0":
             raise RangeError(f"MMU.set_stage1: {chosen.name} is not an EL1&0 stage-1 format")
@@ -217,32 +215,36 @@ class MMU:
             raise RangeError(f"{self!r}.{what}: {va!r} is not a hyp virtual address")
         return hyp
 
-    def hyp_pa(self, va: int, access: str = "read") -> int:
+    def hyp_pa(self, va: int, access: str = "read", _bits: dict[str, int] = ACCESS_BITS) -> int:
         """Translate hyp VA ``va`` through the TLB: the PA, or FaultError (stage 1).
 
         The hot path the Xen model uses: a hit costs one dict lookup per cached block size
         and builds no object.  A miss walks with the compiled walker and caches the leaf.
         Raises RangeError for a bad VA/access or when no hyp regime is set."""
-        a = ACCESS_BITS.get(access, 0)
+        a = _bits.get(access, 0)
+        get = self._tlb_get
         try:
             for shift in self._hyp_probe:
                 key = ((va >> shift) << 6) | shift
-                entry = self._tlb_get(key)
+                entry = get(key)
                 if entry is not None:
-                    self.hits += 1
-                    if self._lru:
-                        self.tlb.entries.move_to_end(key)
                     if entry[1] & a and not self.stale_check:
+                        self.hits += 1
+                        if self._lru:
+                            self.tlb.entries.move_to_end(key)
                         return entry[0] | (va & entry[9])
-                    return self._hyp_hit_checked(va, entry, a, access)
+                    return self._hyp_hit_checked(va, key, entry, a, access)
         except TypeError:
             pass  # not an integer: the miss path reports it
         return self._hyp_miss(va, a, access)
 
-    def _hyp_hit_checked(self, va: int, entry: TLBEntry, a: int, access: str) -> int:
+    def _hyp_hit_checked(self, va: int, key: int, entry: TLBEntry, a: int, access: str) -> int:
         hyp = self._need_hyp(va, "hyp_pa")
         if not a:
             raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
+        self.hits += 1
+        if self._lru:
+            self.tlb.entries.move_to_end(key)
         if self.stale_check:
             self._check_hyp_hit(hyp, va, entry, access)
         if entry[1] & a:
@@ -392,14 +394,16 @@ class MMU:
             ipa=None if s1 is None else entry[7] | (va & ((1 << entry[4]) - 1)),
         )
 
-    def guest_pa(self, va: int, access: str = "read", user: bool = False) -> int:
+    def guest_pa(
+        self, va: int, access: str = "read", user: bool = False, _bits: dict[str, int] = ACCESS_BITS
+    ) -> int:
         """The PA of guest address ``va`` through the TLB, or FaultError.  Raises RangeError.
 
         The hot path for a guest with stage 1 off (a p2m-only guest): a hit costs one dict
         lookup per leaf size and builds no object."""
         s2 = self._s2
         if self._s1 is None and s2 is not None and not user and not self.stale_check:
-            a = ACCESS_BITS.get(access, 0)
+            a = _bits.get(access, 0)
             get = self._tlb_get
             try:
                 for shift in s2.shifts if self.tlb.capacity else ():

@@ -58,6 +58,7 @@ import attrs
 from vaalloc.errors import RangeError, VAAllocError
 from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
 from vaalloc.lpae.geometry import Format
+from vaalloc.lpae.memory import PhysicalMemory
 
 __all__ = [
     "ACCESS_BITS",
@@ -289,7 +290,7 @@ PtwTranslate = Callable[[int], "int | Fault"]
 
 
 def walk(
-    mem: object,
+    mem: PhysicalMemory,
     fmt: Format,
     root: int,
     va: int,
@@ -311,7 +312,7 @@ def walk(
     _check_input(geo, va, where)
     access_bit = _access_bit(access, where)
     _check_user(geo, user, where)
-    frames: dict[int, array[int]] = mem._frames  # type: ignore[attr-defined]
+    frames: dict[int, array[int]] = mem._frames
     acc: Access = access  # type: ignore[assignment]
     stage = fmt.stage
     if va >= geo.ia_limit:
@@ -369,7 +370,7 @@ def walk(
 
 
 def walk_two_stage(
-    mem: object,
+    mem: PhysicalMemory,
     s1_fmt: Format,
     s1_root: int,
     s2_fmt: Format,
