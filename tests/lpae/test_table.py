@@ -19,6 +19,8 @@ from vaalloc.lpae import (
     S1Attrs,
     S2Attrs,
     Translation,
+    aarch64_s1,
+    aarch64_s2,
 )
 from vaalloc.lpae.descriptor import LEAF_ATTR_MASK
 
@@ -329,3 +331,38 @@ TestAArch64Table.settings = _FEWER
 
 def test_all_table_errors_are_vaalloc_errors() -> None:
     assert issubclass(MappingError, VAAllocError) and issubclass(OutOfSpace, VAAllocError)
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        ARMV7_S2_40,
+        aarch64_s2(42),
+        aarch64_s2(48),
+        aarch64_s1(39),
+        aarch64_s1(48, granule=16384),
+        aarch64_s1(48, granule=65536),
+        aarch64_s2(40, granule=65536),
+    ],
+    ids=lambda fmt: fmt.name,
+)
+def test_every_geometry_maps_walks_and_unmaps_back_to_its_root(fmt: Format) -> None:
+    mem = PhysicalMemory(48)
+    pt = PageTable(mem, fmt)
+    root_frames = mem.frames_in_use
+    assert root_frames == fmt.root_bytes // PAGE and pt.root % fmt.root_bytes == 0
+    attrs = S1Attrs() if fmt.stage == 1 else S2Attrs()
+    block = fmt.block_size(fmt.first_block_level + (1 if fmt.first_block_level < 2 else 0))
+    top = (1 << fmt.ia_bits) - 2 * block  # near the top: the last root entries
+    pieces = [(top, 0x10_0000_0000, block), (top + block, 0x20_0000_0000 + fmt.granule, block)]
+    for va, pa, size in pieces:
+        pt.map(va, pa, size, attrs)
+    got = sorted((va, pa, size) for va, pa, size, _ in pt.mappings())
+    assert got == pieces
+    sizes = {level: size for _, _, size, level, _ in pt.leaves()}
+    assert sizes == {fmt.shifts.index(block.bit_length() - 1): block, 3: fmt.granule}
+    probe = top + block + 3 * fmt.granule + 8
+    t = pt.walk(probe, "write")
+    assert isinstance(t, Translation) and t.pa == 0x20_0000_0000 + 4 * fmt.granule + 8
+    pt.unmap(top, 2 * block)
+    assert mem.frames_in_use == root_frames and list(pt.mappings()) == []
