@@ -415,7 +415,7 @@ class PageTable:
                 "pass replace=True to overwrite"
             )
         new = txn.new_table(level + 1)
-        if old & 3 == 1:
+        if old & 3 == 1 and self.fmt.can_block(level):  # a real block: keep what it mapped
             self._fill_split(new, level, old)
         return new, True
 
@@ -511,8 +511,12 @@ class PageTable:
                     continue
             old = self._read(slot)
             child = self._owned_child(old, level)
-            is_leaf = old & 1 and (old & 3 == 1 or level == 3)
-            if not old & 1 or (is_leaf and level < fmt.first_block_level):
+            if level == 3:  # 0b11 is a page; anything else translates nothing
+                is_leaf, is_table = old & 3 == 3, False
+            else:
+                is_leaf = old & 3 == 1 and level >= fmt.first_block_level
+                is_table = old & 3 == 3
+            if not (is_leaf or is_table):
                 if not missing_ok:
                     raise MappingError(f"{self!r}.{op}: {va:#x} is not mapped")
             elif child is not None:
