@@ -7,7 +7,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from vaalloc.errors import AlignmentError, MappingError, OutOfSpace, RangeError, VAAllocError
+from vaalloc.errors import (
+    AlignmentError,
+    InvariantError,
+    MappingError,
+    OutOfSpace,
+    RangeError,
+    VAAllocError,
+)
 from vaalloc.lpae import (
     AARCH64_S1_48,
     ARMV7_S1,
@@ -203,6 +210,11 @@ def test_tables_and_links_survive_loops() -> None:
         pt.unmap(0xC000_0000, PAGE)
     pt.unmap(0xC000_0000, 1 << 30)
     assert mem.read64(pt.root + 24) == 0 and mem.frames_in_use == 3
+    pt.check()
+    mem.write64(pt.root + 3 * 8, mem.read64(pt.root) | (1 << 10))  # a second path to the L2
+    with pytest.raises(InvariantError, match="linked 2 times"):
+        pt.check()
+    mem.write64(pt.root + 3 * 8, 0)
     adopted = PageTable(mem, ARMV7_S1, root=pt.root)
     assert sorted(adopted.owned_tables()) == sorted(pt.owned_tables())
     assert pt.free() == 3 and mem.frames_in_use == 0
@@ -308,6 +320,7 @@ class PageTableMachine(RuleBasedStateMachine):
 
     @invariant()
     def only_needed_tables_are_held(self) -> None:
+        self.pt.check()
         owned = list(self.pt.owned_tables())
         assert self.mem.frames_in_use == len(owned)
         for level, pa in owned:

@@ -86,6 +86,8 @@ def _regime(mem: PhysicalMemory, root: int, fmt: Format, tag: int, what: str) ->
         raise RangeError(f"MMU.{what}: table base {root!r} outside physical memory")
     if root % 8:
         raise AlignmentError(f"MMU.{what}: table base {root:#x} is not 8-byte aligned")
+    if root >> fmt.oa_bits:
+        raise RangeError(f"MMU.{what}: table base {root:#x} beyond {fmt.name}'s output size")
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 1 << 16:
         raise RangeError(f"MMU.{what}: tag {tag!r} is not a 16-bit VMID/ASID")
     geo = geometry_of(fmt)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 
-from vaalloc.errors import AlignmentError, InvalidFree, MappingError, RangeError
+from vaalloc.errors import AlignmentError, InvalidFree, InvariantError, MappingError, RangeError
 from vaalloc.lpae.descriptor import LEAF_ATTR_MASK, S1Attrs, S2Attrs
 from vaalloc.lpae.fastwalk import translate_fn
 from vaalloc.lpae.geometry import Format
@@ -738,6 +738,35 @@ class PageTable:
 
         visit(self.root, fmt.start_level, 0)
         return "\n".join(lines)
+
+    def check(self) -> None:
+        """Verify the bookkeeping against memory; raise InvariantError on a mismatch.
+
+        Checks: every owned table except the root is linked from exactly one owned table at
+        the level above (tree edges, loops excluded), and holds at least one valid entry
+        (``unmap`` frees tables it empties); every owned table that is a frame allocation is
+        still allocated.  O(owned tables x entries per table)."""
+        parents: dict[int, int] = {}
+        for pa, level in self._tables.items():
+            if level == 3:
+                continue
+            for _, desc in self._entries(pa, level):
+                child = self._owned_child(desc, level)
+                if child is not None and child != self.root:
+                    parents[child] = parents.get(child, 0) + 1
+        for pa, level in self._tables.items():
+            if pa == self.root:
+                continue
+            if parents.get(pa, 0) != 1:
+                raise InvariantError(
+                    f"{self!r}: owned level-{level} table {pa:#x} is linked "
+                    f"{parents.get(pa, 0)} times from owned tables"
+                )
+            if self._is_empty(pa, level):
+                raise InvariantError(f"{self!r}: owned level-{level} table {pa:#x} is empty")
+        for pa in self._allocated:
+            if not self.mem.is_allocation(pa):
+                raise InvariantError(f"{self!r}: table {pa:#x} is no longer allocated")
 
     # -- teardown ---------------------------------------------------------------------------
 
