@@ -362,19 +362,9 @@ class FreeIndex:
         """Lowest start of a run satisfying every constraint, or -1.  Needs size classes."""
         if lo_addr is not None:
             return self._windowed(nr, align, phase, nocross, lo_addr, hi_addr, lowest=True)
-        if align == 1 and not nocross and hi_addr is None and nr < _EXACT and nr < self._ncls:
-            # Fast path: no near misses, the answer is the lowest head of classes >= nr.
-            g = nr >> _GROUP_SHIFT
-            best = min(self._heads[nr : (g + 1) << _GROUP_SHIFT])
-            other = min(self._group_min[g + 1 :])
-            if other < best:
-                best = other
-            if best == _INF:
-                return -1
-            self.found = best
-            if self.guard and (self.guard_at_lo or best != self.lo):
-                return best + 1
-            return best
+        g = nr + align - 1
+        if not nocross and hi_addr is None and g < _EXACT and g < self._ncls:
+            return self._first_fit_small(nr, align, phase, g)
         g = nr + (align if align > nocross else nocross) - 1
         k0 = size_class(g)
         if class_lower_bound(k0) < g:
@@ -412,6 +402,45 @@ class FreeIndex:
                             break
             mask >>= 1
             k += 1
+        return best_c
+
+    def _first_fit_small(self, nr: int, align: int, phase: int, g: int) -> int:
+        """First fit when every class involved is exact (``g = nr + align - 1 < 64``) and
+        there is no nocross or window: the common case, written out for speed.
+
+        Classes ``>= g`` are guaranteed; classes ``nr .. g - 1`` are the near misses.
+        """
+        grp = g >> _GROUP_SHIFT
+        best = min(self._heads[g : (grp + 1) << _GROUP_SHIFT])
+        other = min(self._group_min[grp + 1 :])
+        if other < best:
+            best = other
+        best_c = -1
+        mask = align - 1
+        if best != _INF:
+            us = best + 1 if self.guard and (self.guard_at_lo or best != self.lo) else best
+            best_c = us + ((phase - us) & mask)
+            self.found = best
+        if g > nr:
+            present = self.mask
+            s_to_e = self.start_to_end
+            classes = self.classes
+            for k in range(nr, g):
+                if not (present >> k) & 1:
+                    continue
+                sl = classes[k]
+                assert sl is not None
+                if sl[0] >= best:
+                    continue
+                for s in sl:
+                    if s >= best:
+                        break
+                    us, ue = self.usable(s, s_to_e[s])
+                    c = us + ((phase - us) & mask)
+                    if c + nr <= ue:
+                        best, best_c = s, c
+                        self.found = s
+                        break
         return best_c
 
     def best_fit(
