@@ -300,3 +300,18 @@ def test_mmu_answers_like_a_fresh_walk_on_every_access(
             else:
                 assert got == expected.pa
     assert mmu.counters["hits"] + mmu.counters["misses"] >= len(vas)
+
+
+def test_stale_detector_judges_the_access_made() -> None:
+    """A page made read-only without a flush: reads through the stale entry are still right,
+    the write it lets through is not."""
+    _, xen, data, mmu = hyp_setup(stale=True)
+    va = 0x1000_5000
+    mmu.hyp_read64(va)
+    xen.protect(va, PAGE, S1Attrs(ap=2))
+    mmu.hyp_read64(va)
+    assert mmu.stale_hits == []
+    mmu.hyp_write64(va, 7)
+    [hit] = mmu.stale_hits
+    assert (hit.access, hit.cached_perm, hit.cached_pa) == ("write", "rwx", data + 0x5000)
+    assert isinstance(hit.current, Fault) and hit.current.kind == "permission"

@@ -336,16 +336,32 @@ class MMU:
         self.mem.write32(self.hyp_pa(va, "write"), value)
 
     def _check_hyp_hit(self, hyp: _Regime, va: int, entry: TLBEntry, access: str) -> None:
-        current = walk(self.mem, hyp.fmt, hyp.root, va, "read")
-        cached_pa = entry[0] | (va & ((1 << entry[4]) - 1))
-        if isinstance(current, Fault) and current.kind == "permission":  # pragma: no cover
-            current = walk(self.mem, hyp.fmt, hyp.root, va, "exec")
+        current = walk(self.mem, hyp.fmt, hyp.root, va, access)
+        cached_pa = entry[0] | (va & entry[9])
+        self._compare(va, "hyp", None, None, access, cached_pa, entry[1], current)
+
+    def _compare(
+        self,
+        va: int,
+        regime: str,
+        vmid: int | None,
+        asid: int | None,
+        access: str,
+        cached_pa: int,
+        mask: int,
+        current: Translation | Fault,
+    ) -> None:
+        """Record a StaleHit when the TLB's answer to this access (the output address, or a
+        permission refusal) differs from what a fresh walk answers now."""
+        allowed = bool(mask & ACCESS_BITS[access])
         if isinstance(current, Translation):
-            mask = permissions(hyp.geo, current.descriptor, _table_bits(current)) & 7
-            if current.pa == cached_pa and mask == entry[1]:
+            if allowed and current.pa == cached_pa:
                 return
+        elif not allowed and current.kind == "permission":
+            return
+        letters = _perm_letters(mask)
         self.stale_hits.append(
-            StaleHit(va, "hyp", None, None, access, cached_pa, _perm_letters(entry[1]), current)
+            StaleHit(va, regime, vmid, asid, access, cached_pa, letters, current)
         )
 
     # -- guest regime -----------------------------------------------------------------------
@@ -553,32 +569,16 @@ class MMU:
     def _check_guest_hit(self, va: int, entry: TLBEntry, access: str, user: bool) -> None:
         s2 = self._need_s2("guest_translate")
         s1 = self._s1
-        offset = va & ((1 << entry[4]) - 1)
-        cached_pa = entry[0] | offset
         if s1 is None:
-            current: Translation | Fault = walk(self.mem, s2.fmt, s2.root, va, "read")
+            current: Translation | Fault = walk(self.mem, s2.fmt, s2.root, va, access)
         else:
-            current = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, "read", user)
-        if isinstance(current, Translation) and current.pa == cached_pa:
-            if s1 is None:
-                same = permissions(s2.geo, current.descriptor, 0) & 7 == entry[1] & 7
-            else:
-                same = current.descriptor == entry[3]
-            if same:
-                return
-        mask = entry[1] if entry[5] < 0 else entry[1] & (entry[5] | entry[5] << 3)
-        self.stale_hits.append(
-            StaleHit(
-                va,
-                "guest",
-                s2.tag,
-                None if s1 is None else s1.tag,
-                access,
-                cached_pa,
-                _perm_letters(mask >> 3 if user else mask),
-                current,
-            )
-        )
+            current = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, access, user)
+        mask = entry[1] >> 3 if user else entry[1]
+        if entry[5] >= 0:
+            mask &= entry[5]
+        cached_pa = entry[0] | (va & entry[9])
+        asid = None if s1 is None else s1.tag
+        self._compare(va, "guest", s2.tag, asid, access, cached_pa, mask & 7, current)
 
     # -- maintenance ------------------------------------------------------------------------
 
