@@ -20,6 +20,7 @@ from vaalloc.lpae import (
     ARMV7_S1,
     ARMV7_S2_40,
     Fault,
+    FaultError,
     Format,
     PageTable,
     PhysicalMemory,
@@ -379,3 +380,25 @@ def test_every_geometry_maps_walks_and_unmaps_back_to_its_root(fmt: Format) -> N
     assert isinstance(t, Translation) and t.pa == 0x20_0000_0000 + 4 * fmt.granule + 8
     pt.unmap(top, 2 * block)
     assert mem.frames_in_use == root_frames and list(pt.mappings()) == []
+
+
+def test_translate_pa_is_walk_without_the_objects() -> None:
+    mem = PhysicalMemory(40)
+    pt = PageTable(mem, ARMV7_S1)
+    pt.map(MB2, 0x4000_0000, MB2, S1Attrs(ap=2))
+    assert pt.translate_pa(MB2 + 0x1238) == 0x4000_1238
+    assert pt.translate_pa(MB2, "exec") == 0x4000_0000
+    for va, access in ((MB2, "write"), (0, "read"), (0xFFFF_F000, "exec")):
+        expected = pt.walk(va, access)
+        assert isinstance(expected, Fault)
+        with pytest.raises(FaultError) as info:
+            pt.translate_pa(va, access)
+        assert info.value.fault == expected
+    for bad in (
+        (1 << 32, "read", False),
+        (-8, "read", False),
+        (0, "fetch", False),
+        (0, "read", True),
+    ):
+        with pytest.raises(RangeError):
+            pt.translate_pa(*bad)

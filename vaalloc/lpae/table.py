@@ -122,6 +122,7 @@ class PageTable:
         self.table_attrs = table_attrs
         self.flush = flush
         self._geo = geometry_of(fmt)
+        self._translate = translate_fn(self._geo)
         self._frames = mem._frames
         # Owned tables, pa -> level; the invariant map/unmap rely on: a table descriptor at
         # level L is followed by them only if it points at an owned table of level L + 1.
@@ -588,19 +589,27 @@ class PageTable:
         hyp regime."""
         return walk(self.mem, self.fmt, self.root, va, access, user)
 
-    def translate_pa(self, va: int, access: str = "read", user: bool = False) -> int:
+    def translate_pa(
+        self,
+        va: int,
+        access: str = "read",
+        user: bool = False,
+        _bits: dict[str, int] = ACCESS_BITS,
+    ) -> int:
         """The output address of ``va``, or :class:`FaultError` with the same Fault
         :meth:`walk` returns.  The lean path (no objects built on success) for hot loops.
         Raises RangeError like :meth:`walk`."""
+        a = _bits.get(access, 0)
+        if a and not user and va.__class__ is int and 0 <= va < self._geo.ia_reg_limit:
+            return self._translate(self._frames, self.root, va, a, False)
         geo = self._geo
         if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < geo.ia_reg_limit:
             raise RangeError(f"{self!r}.translate_pa: bad address {va!r}")
-        bit = ACCESS_BITS.get(access)
-        if bit is None:
+        if not a:
             raise RangeError(f"{self!r}.translate_pa: bad access {access!r}")
         if user and self.fmt.regime != "el1&0":
             raise RangeError(f"{self!r}.translate_pa: user=True in a single-privilege regime")
-        return translate_fn(geo)(self._frames, self.root, va, bit, user)
+        return self._translate(self._frames, self.root, va, a, user)
 
     def entry_pa(self, va: int, level: int) -> int:
         """PA of the descriptor slot the walk of ``va`` reads at ``level``: how a tool (the

@@ -104,25 +104,27 @@ class Regime:
     """A stage-1 translation regime QEMU is asked to walk.
 
     arch: ``"armv7"`` (Cortex-A15, LPAE) or ``"aarch64"`` (Cortex-A72).
-    el: ``"el2"`` (ARMv7 hyp / HTTBR, AArch64 EL2 / TTBR0_EL2) or ``"el1&0"`` (ARMv7 PL1&0 with
-      TTBCR.EAE=1 and TTBR0 covering the space; AArch64 EL1&0 through TTBR0_EL1).
-    ia_bits: input (VA) size: 32 - T0SZ on ARMv7, 64 - T0SZ on AArch64.
+    el: ``"el2"`` (ARMv7 hyp / HTTBR, AArch64 EL2 / TTBR0_EL2), ``"el1&0"`` (ARMv7 PL1&0 with
+      TTBCR.EAE=1 and TTBR0 covering the space; AArch64 EL1&0 through TTBR0_EL1) or ``"s2"``
+      (stage 2 alone, VTTBR/VTCR, with the EL1 stage 1 off so the input address is the IPA).
+    ia_bits: input size: 32 - T0SZ on ARMv7 (stage 2: signed T0SZ, 40 - 32 = 8 for 40 bits),
+      64 - T0SZ on AArch64.
     granule: translation granule (AArch64 may use 16KB/64KB; ARMv7 is 4KB only).
-    oa_bits: TCR.IPS / TCR_EL2.PS (AArch64; QEMU 5.0 does not check it).
+    oa_bits: TCR.IPS / TCR_EL2.PS / VTCR.PS (AArch64; QEMU 5.0 checks none of them).
+    start_level: stage 2 only: the level VTCR.SL0 selects (stage 1 derives it from T0SZ).
     """
 
     arch: Literal["armv7", "aarch64"]
-    el: Literal["el2", "el1&0"]
+    el: Literal["el2", "el1&0", "s2"]
     ia_bits: int
     granule: int = PAGE
     oa_bits: int = 48
+    start_level: int = 1
 
     @classmethod
     def from_format(cls, fmt: Any) -> Regime:
         """The regime of a ``vaalloc.lpae.Format`` (stage 1 only)."""
-        if fmt.stage != 1:
-            raise ValueError(f"{fmt}: only stage-1 formats are driven by this harness")
-        return cls(fmt.arch, fmt.regime, fmt.ia_bits, fmt.granule, fmt.oa_bits)
+        return cls(fmt.arch, fmt.regime, fmt.ia_bits, fmt.granule, fmt.oa_bits, fmt.start_level)
 
     @property
     def t0sz(self) -> int:
@@ -131,6 +133,23 @@ class Regime:
     @property
     def has_user(self) -> bool:
         return self.el == "el1&0"
+
+    @property
+    def first_level(self) -> int:
+        """The level QEMU starts the walk at (stage 1: ``4 - (ia_bits - 4) // stride``)."""
+        if self.el == "s2":
+            return self.start_level
+        return 4 - (self.ia_bits - 4) // (self.granule.bit_length() - 4)
+
+    @property
+    def vtcr(self) -> int:
+        """VTCR / VTCR_EL2 for this stage-2 geometry (inner shareable write-back walks)."""
+        sl0 = (2 if self.granule == PAGE else 3) - self.start_level
+        value = (1 << 31) | _TCR_WALK_ATTRS | (sl0 << 6)
+        if self.arch == "armv7":
+            t0sz = (32 - self.ia_bits) & 0xF
+            return value | ((t0sz >> 3) << 4) | t0sz  # S (bit 4) repeats T0SZ's sign
+        return value | (_PS[self.oa_bits] << 16) | (_TG0[self.granule] << 14) | self.t0sz
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,7 @@ class QemuOutcome:
     level: the level the fault status reports.
     raw: PAR (data) or the exception syndrome (AArch32 fetch); 0 for other fetches.
     derived: True for an AArch64 fetch fault whose kind and level come from the read walk.
+    stage: the stage that faulted (PAR.S for data; the regime's stage for fetches).
     """
 
     va: int
@@ -153,6 +173,7 @@ class QemuOutcome:
     level: int | None
     raw: int
     derived: bool = False
+    stage: int = 1
 
     @property
     def ok(self) -> bool:
@@ -173,6 +194,8 @@ _A32_SLOTS = {
     ("el1&0", "write", False): bytes.fromhex("b80f07ee"),  # ... c7, c8, 5  ATS12NSOPW
     ("el1&0", "read", True): bytes.fromhex("d80f07ee"),  # ... c7, c8, 6  ATS12NSOUR
     ("el1&0", "write", True): bytes.fromhex("f80f07ee"),  # ... c7, c8, 7  ATS12NSOUW
+    ("s2", "read", False): bytes.fromhex("980f07ee"),  # ATS12NSOPR, stage 1 off
+    ("s2", "write", False): bytes.fromhex("b80f07ee"),  # ATS12NSOPW, stage 1 off
 }
 _A32_RETURN = bytes.fromhex("0ef0b0e1")  # movs pc, lr
 
@@ -185,6 +208,8 @@ _A64_SLOTS = {
     ("el1&0", "write", True): bytes.fromhex("607808d5"),  # at s1e0w, x0
     ("el2", "read", False): bytes.fromhex("00780cd5"),  # at s1e2r, x0
     ("el2", "write", False): bytes.fromhex("20780cd5"),  # at s1e2w, x0
+    ("s2", "read", False): bytes.fromhex("80780cd5"),  # at s12e1r, x0 (stage 1 off)
+    ("s2", "write", False): bytes.fromhex("a0780cd5"),  # at s12e1w, x0 (stage 1 off)
 }
 _A64_RETURN = bytes.fromhex("e0039fd6")  # eret
 
@@ -218,6 +243,8 @@ _CP_MAIR0_NS = (15, 0, 0, 10, 2, 0, 0)
 _CP_MAIR1_NS = (15, 0, 0, 10, 2, 0, 1)
 _CP_TTBR0_NS = (15, 1, 0, 0, 2, 0, 0)
 _CP_PAR_S = (15, 1, 1, 0, 7, 0, 0)
+_CP_VTCR = (15, 0, 0, 2, 1, 4, 2)
+_CP_VTTBR = (15, 1, 0, 0, 2, 6, 0)
 
 # AArch64 system registers (crn, crm, op0, op1, op2).
 _SR_SCR_EL3 = (1, 1, 3, 6, 0)
@@ -230,6 +257,8 @@ _SR_MAIR_EL1 = (10, 2, 3, 0, 0)
 _SR_MAIR_EL2 = (10, 2, 3, 4, 0)
 _SR_TTBR0_EL1 = (2, 0, 3, 0, 0)
 _SR_TTBR0_EL2 = (2, 0, 3, 4, 0)
+_SR_VTCR_EL2 = (2, 1, 3, 4, 2)
+_SR_VTTBR_EL2 = (2, 1, 3, 4, 0)
 _SR_SPSR_EL3 = (4, 0, 3, 6, 0)
 _SR_ELR_EL3 = (4, 0, 3, 6, 1)
 _PSTATE_EL3H = 0x3CD
@@ -256,12 +285,17 @@ class QemuMMU:
     """
 
     def __init__(self, regime: Regime) -> None:
-        if regime.arch == "armv7" and (regime.granule != PAGE or not 31 <= regime.ia_bits <= 32):
+        if regime.arch == "armv7" and regime.el != "s2" and not 31 <= regime.ia_bits <= 32:
             # T0SZ 0..1 starts the walk at level 1 (4 or 2 root entries); T0SZ >= 2 starts it
             # at level 2, a geometry vaalloc's AArch32 stage-1 formats do not have.
-            raise ValueError(f"{regime}: ARMv7 LPAE stage 1 is driven with T0SZ 0..1 and 4KB")
+            raise ValueError(f"{regime}: ARMv7 LPAE stage 1 is driven with T0SZ 0..1")
+        if regime.arch == "armv7" and regime.granule != PAGE:
+            raise ValueError(f"{regime}: AArch32 LPAE has only the 4KB granule")
         if regime.arch == "aarch64" and not 16 <= regime.t0sz <= 39:
             raise ValueError(f"{regime}: QEMU 5.0 clamps T0SZ to 16..39")
+        if regime.arch == "aarch64" and regime.el == "s2" and regime.ia_bits > 44:
+            # Cortex-A72's PA range is 44 bits: QEMU faults every walk of a wider IPA.
+            raise ValueError(f"{regime}: a stage-2 input wider than the CPU's 44-bit PA range")
         self.regime = regime
         self._mapped: list[tuple[int, int]] = []
         self._root = 0
@@ -309,8 +343,12 @@ class QemuMMU:
         r = self.regime
         self._enter_monitor()
         self._cp(_CP_SCR, 0x1)  # NS: the regimes walked are the Non-secure ones
-        self._cp(_CP_HCR, 0)  # VM=0: no stage 2 behind ATS12NSO*
-        if r.el == "el2":
+        self._cp(_CP_HCR, 1 if r.el == "s2" else 0)  # VM: stage 2 behind ATS12NSO*
+        if r.el == "s2":
+            self._cp(_CP_VTCR, r.vtcr)
+            sctlr = self._cp(_CP_SCTLR_NS)
+            self._cp(_CP_SCTLR_NS, sctlr & ~_SCTLR_M)  # stage 1 off: the VA is the IPA
+        elif r.el == "el2":
             self._cp(_CP_HTCR, (1 << 31) | _TCR_WALK_ATTRS | r.t0sz)
             self._cp(_CP_HMAIR0, _MAIR32_NORMAL)
             self._cp(_CP_HMAIR1, _MAIR32_NORMAL)
@@ -326,9 +364,13 @@ class QemuMMU:
     def _setup_aarch64(self) -> None:
         r = self.regime
         self._enter_el3()
-        self._cp(_SR_HCR_EL2, 1 << 31)  # RW: EL1 is AArch64; VM=0: no stage 2
+        self._cp(_SR_HCR_EL2, (1 << 31) | (1 if r.el == "s2" else 0))  # RW (EL1 AArch64), VM
         tcr = _TCR_WALK_ATTRS | (_TG0[r.granule] << 14) | r.t0sz
-        if r.el == "el2":
+        if r.el == "s2":
+            self._cp(_SR_VTCR_EL2, r.vtcr)
+            sctlr = self._cp(_SR_SCTLR_EL1)
+            self._cp(_SR_SCTLR_EL1, sctlr & ~_SCTLR_M)  # stage 1 off: the VA is the IPA
+        elif r.el == "el2":
             self._cp(_SR_TCR_EL2, tcr | (1 << 31) | (1 << 23) | (_PS[r.oa_bits] << 16))
             self._cp(_SR_MAIR_EL2, _MAIR64_NORMAL)
             sctlr = self._cp(_SR_SCTLR_EL2)
@@ -379,10 +421,12 @@ class QemuMMU:
         self._root = root
         if self.regime.arch == "armv7":
             self._enter_monitor()
-            self._cp(_CP_HTTBR if self.regime.el == "el2" else _CP_TTBR0_NS, root)
+            base = {"el2": _CP_HTTBR, "el1&0": _CP_TTBR0_NS, "s2": _CP_VTTBR}[self.regime.el]
+            self._cp(base, root)
         else:
             self._enter_el3()
-            self._cp(_SR_TTBR0_EL2 if self.regime.el == "el2" else _SR_TTBR0_EL1, root)
+            base = {"el2": _SR_TTBR0_EL2, "el1&0": _SR_TTBR0_EL1, "s2": _SR_VTTBR_EL2}
+            self._cp(base[self.regime.el], root)
         uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # -- translation ------------------------------------------------------------------------
@@ -398,6 +442,9 @@ class QemuMMU:
         """What QEMU does with a ``access`` of ``va`` (``user``: unprivileged)."""
         if user and not self.regime.has_user:
             raise ValueError(f"{self.regime}: no unprivileged accesses in this regime")
+        if self.regime.el == "s2" and self.regime.arch == "armv7" and va >> 32:
+            # With stage 1 off the IPA is the 32-bit VA: the rest of the IPA space is unreachable.
+            raise ValueError(f"IPA {va:#x}: an AArch32 stage-2 probe must be below 4GB")
         if access == "exec":
             return self._fetch(va, user)
         if access not in ("read", "write"):
@@ -424,7 +471,8 @@ class QemuMMU:
             raise RuntimeError(f"unexpected exception {self._intr} running the AT stub")
         if par & 1:
             kind, level = decode_fsc((par >> 1) & 0x3F)
-            return QemuOutcome(va, access, user, None, kind, level, par)
+            stage = 2 if par >> 9 & 1 else 1  # PAR.S
+            return QemuOutcome(va, access, user, None, kind, level, par, stage=stage)
         pa = (par & pa_mask) | (va & 0xFFF)
         return QemuOutcome(va, access, user, pa, None, None, par)
 
@@ -437,6 +485,7 @@ class QemuMMU:
             probe += 4
         self._intr = None
         if self.regime.arch == "armv7":
+            # Stage 2 alone: the fetch comes from PL1 with its stage 1 off.
             mode = _MODE_HYP if self.regime.el == "el2" else (_MODE_USR if user else _MODE_SVC)
             self._enter_monitor()
             uc.reg_write(a32.UC_ARM_REG_LR, probe)
@@ -457,21 +506,22 @@ class QemuMMU:
         if self._intr is None:
             return QemuOutcome(va, "exec", user, None, None, None, 0)
         intno, syndrome = self._intr
+        stage = 2 if self.regime.el == "s2" else 1
         if intno != EXCP_PREFETCH_ABORT:
             raise RuntimeError(f"fetch at {probe:#x}: unexpected exception {intno}")
         if self.regime.arch == "armv7":
             kind, level = decode_fsc(syndrome & 0x3F)
-            return QemuOutcome(va, "exec", user, None, kind, level, syndrome)
+            return QemuOutcome(va, "exec", user, None, kind, level, syndrome, stage=stage)
         # AArch64: no syndrome; the read walk of the same address decides kind and level.
         read = self._at(va, "read", user)
         if read.ok:
             level = self._leaf_level(va)
-            return QemuOutcome(va, "exec", user, None, "permission", level, 0, derived=True)
+            return QemuOutcome(va, "exec", user, None, "permission", level, 0, True, stage)
         if read.fault == "permission":
             # Unprivileged read refused: the walk itself succeeded, privileged read says where.
             level = self._leaf_level(va)
-            return QemuOutcome(va, "exec", user, None, "permission", level, 0, derived=True)
-        return QemuOutcome(va, "exec", user, None, read.fault, read.level, 0, derived=True)
+            return QemuOutcome(va, "exec", user, None, "permission", level, 0, True, stage)
+        return QemuOutcome(va, "exec", user, None, read.fault, read.level, 0, True, read.stage)
 
     def _leaf_level(self, va: int) -> int:
         """Level of the leaf QEMU reaches for ``va``, found by walking the tables in the
@@ -480,7 +530,7 @@ class QemuMMU:
         r = self.regime
         stride = r.granule.bit_length() - 4
         page_shift = stride + 3
-        level = 4 - (r.ia_bits - 4) // stride
+        level = r.first_level
         table = self._root & self._pa_mask
         index_bits = r.ia_bits - (page_shift + stride * (3 - level))
         while True:
