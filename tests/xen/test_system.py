@@ -410,3 +410,22 @@ def test_vmap_and_domheap_bad_input(xen: Xen) -> None:
     with pytest.raises(InvalidFree, match="vfree"):
         xen.vfree(0x1000_7000)
     assert state(xen) == snap
+
+
+def test_enable_out_of_frames_gives_the_slots_back() -> None:
+    xen = Xen(cpus=1, pa_bits=32)  # 2GB of RAM frames at 0x80000000
+    d = xen.create_domain(ram=1 * GB)
+    xen.p2m_depopulate(d, d.ram_base, GB)
+    run = xen.mem.alloc_frames(GB >> 12, GB >> 12)
+    d.stage2.write_entry(1, d.ram_base, d.stage2.l1_pa(d.ram_base), run | L.P2M_RAM_RW_ATTRS)
+    size = 1 << 20  # take every free frame, largest runs first
+    while size:
+        try:
+            xen.mem.alloc_frames(size)
+        except OutOfSpace:
+            size >>= 1
+    before = list(xen.vlpt.window.allocations())
+    with pytest.raises(OutOfSpace):
+        xen.logdirty.enable(d)
+    assert list(xen.vlpt.window.allocations()) == before
+    assert not d.logdirty and d.domid not in xen.vlpt.runs

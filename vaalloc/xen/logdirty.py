@@ -72,13 +72,18 @@ class LogDirty:
             raise LogDirtyError(f"log-dirty already enabled on domain {d.domid}")
         lookup = self.xen.lookup
         lookup.reserve(d)
-        first_gb, nr = gb_span(d.ram_base, d.ram_size)
-        split = False
-        for gb in range(first_gb, first_gb + nr):
-            split |= d.stage2.split_gb(gb << 30)
-        if split:
-            self.xen.flush_guest_all(d)
-        lookup.on_enable(d)
+        try:
+            first_gb, nr = gb_span(d.ram_base, d.ram_size)
+            split = False
+            for gb in range(first_gb, first_gb + nr):
+                split |= d.stage2.split_gb(gb << 30)  # may run out of frames
+            if split:
+                self.xen.flush_guest_all(d)
+            lookup.on_enable(d)
+        except BaseException:
+            # Give the slots back (a 1GB split already done stays: same translations).
+            lookup.on_disable(d)
+            raise
         d.stage2.protect_all()
         d.dirty = set()
         d.logdirty = True
