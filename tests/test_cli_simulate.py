@@ -37,7 +37,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 def test_rounds_obey_the_partitioned_vlpt_counts(
     capsys: pytest.CaptureFixture[str], superpages: bool
 ) -> None:
-    report = _run(capsys, "--seed", "4", *(["--superpages"] if superpages else []))
+    report = _run(capsys, "--seed", "4", "--check", *(["--superpages"] if superpages else []))
     rounds = report["rounds"]
     pages = (64 << 20) >> 12
     assert rounds[0]["pages_sent"] == 2 * pages

@@ -126,6 +126,7 @@ class Scenario:
     stale_check: bool = True
     seed: int = 1
     strategy: str = "partitioned"
+    check: bool = False
 
 
 _ROUND_COUNTERS = (
@@ -147,10 +148,12 @@ def run_scenario(sc: Scenario, progress: ProgressBar | None = None) -> dict[str,
     (per round: ``pages_sent``, ``writes``, ``slices``, ``dirty`` left after it, the
     ledger counters that grew, ``stale_tlb_hits``), ``totals`` and ``converged``.
 
-    Reproducible for a seed.  Cost: O(RAM) to build the p2m tables plus O(writes).  Raises
-    RangeError for a bad scenario and OutOfSpace when the VLPT window cannot hold every
-    domain's slots (the window holds 63GB of guest RAM); nothing is left half done, since
-    everything lives in the fresh model.
+    Reproducible for a seed.  Cost: O(RAM) to build and write-protect the p2m tables plus
+    O(writes); ``check`` adds an O(RAM) consistency check of the whole model at the end.
+    Raises RangeError for a bad scenario, OutOfSpace when the VLPT window cannot hold every
+    domain's slots (the window holds 63GB of guest RAM), InvariantError when ``check`` finds
+    the model inconsistent; nothing is left half done, since everything lives in the fresh
+    model.
     """
     from vaalloc.xen.strategies import make_xen
 
@@ -202,11 +205,9 @@ def run_scenario(sc: Scenario, progress: ProgressBar | None = None) -> dict[str,
         to_send = dirty
         converged = all(n <= sc.stop_pages for n in dirty.values())
     bar.close()
-    report = _report(xen, sc, doms, rounds, converged)
-    for d in doms:
-        xen.logdirty.disable(d)
-    xen.check()
-    return report
+    if sc.check:  # O(RAM): every table, slot and dirty set against the p2m
+        xen.check()
+    return _report(xen, sc, doms, rounds, converged)
 
 
 def _check(sc: Scenario) -> None:
@@ -347,6 +348,7 @@ def _simulate(args: argparse.Namespace) -> int:
         stale_check=not args.no_stale_check,
         seed=args.seed,
         strategy=args.strategy,
+        check=args.check,
     )
     bar = ProgressBar(enabled=False if args.quiet else None)
     report = run_scenario(sc, bar)
@@ -390,6 +392,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=d.strategy,
         help="p2m lookup strategy of the fault handler (partitioned, switched, walk, ...)",
     )
+    p.add_argument("--check", action="store_true", help="check the whole model at the end")
     p.add_argument("--seed", type=integer, default=d.seed, help="random seed")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
