@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaalloc.errors import OutOfSpace, RangeError
+from vaalloc.lpae import Translation
 from vaalloc.xen import Domain, Xen
 from vaalloc.xen.layout import DOMHEAP_ENTRIES, PAGE_SIZE, VLPT_DOMAIN_SLOTS
 from vaalloc.xen.p2m import is_table
@@ -224,7 +225,9 @@ def test_walk_write_leaf_without_read_walks_again() -> None:
     xen.logdirty.enable(d)
     lookup = xen.lookup
     assert isinstance(lookup, DomheapWalk)
-    leaf = d.p2m.walk(d.ram_base).descriptor
+    t = d.p2m.walk(d.ram_base)
+    assert isinstance(t, Translation)
+    leaf = t.descriptor
     with xen.ledger.measure() as delta:
         lookup.write_leaf(0, d, d.ram_base, leaf)
     assert delta["map_domain_page"] == 3 == delta["domheap_unmaps"]
