@@ -145,7 +145,16 @@ def test_superpage_split_on_write(xen: Xen) -> None:
     assert is_block(xen.read_va(0, sva))
     with pytest.raises(FaultError):  # a block read at hyp level 3 is invalid
         xen.read_va(0, xen.vlpt.third_va(d, ipa))
+    l2_pa = d.p2m.entry_pa(ipa, 2)
+    trace: list[tuple[int, int]] = []
+    xen.mem.trace = trace
+    flush = xen.flush_guest_all
+    xen.flush_guest_all = lambda dom: (trace.append((-1, dom.vmid)), flush(dom))[1]  # type: ignore[method-assign]
     xen.guest_write(d, ipa, cpu=1)
+    xen.mem.trace = None
+    # Break-before-make on the level-2 entry: invalid, TLBIALLIS for the VMID, then the table.
+    events = [(pa, v) for pa, v in trace if pa in (l2_pa, -1)]
+    assert events[:3] == [(l2_pa, 0), (-1, d.vmid), (l2_pa, xen.mem.read64(l2_pa))]
     assert xen.ledger.counts["superpage_splits"] == 1
     assert is_table(xen.read_va(0, sva))
     for off in range(0, 2 * MB, 64 * 4096):

@@ -181,10 +181,10 @@ class LogDirty:
         l2 = lookup.read_second(cpu, d, ipa)
         if is_block(l2):
             if l2 & P2M_TYPE_MASK == _TYPE_LOGDIRTY:
-                d.stage2.split_block(ipa)
+                # Break-before-make: the 2MB entry may sit in any CPU's TLB, so it goes from
+                # every TLB between the invalid entry and the new table.
+                d.stage2.split_block(ipa, lambda: self.xen.flush_guest_all(d))
                 ledger.add("superpage_splits")
-                # Break-before-make: the 2MB entry may sit in any CPU's TLB.
-                self.xen.flush_guest_all(d)
             elif l2 & S2_WRITE:
                 ledger.add("spurious_faults")
                 self.xen.flush_guest_local(cpu, d)

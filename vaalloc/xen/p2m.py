@@ -319,12 +319,13 @@ class P2M:
         self.write_entry(1, ipa, l1pa, table | P2M_TABLE_ATTRS)
         return True
 
-    def split_block(self, ipa: int) -> int:
+    def split_block(self, ipa: int, invalidate: Callable[[], None] | None = None) -> int:
         """Split the 2MB block mapping ``ipa`` into a level-3 table of 512 pages.
 
         The pages keep the block's attributes and type. Writes the level-2 entry
-        break-before-make (invalid first, then the table); the caller does the stage-2 TLB
-        maintenance. Returns the new table's PA. Raises MappingError if no 2MB block maps ipa.
+        break-before-make: invalid first, then ``invalidate()`` (the caller's stage-2 TLB
+        maintenance), then the table. Returns the new table's PA. Raises MappingError if no
+        2MB block maps ipa.
         """
         l2pa = self.l2_pa(ipa)
         old = self._read(l2pa) if l2pa is not None else 0
@@ -334,6 +335,8 @@ class P2M:
         attrs = (old & ~DESC_ADDR_MASK) | DESC_TABLE
         table = self._new_table([base + (i << PAGE_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
         self.write_entry(2, ipa, l2pa, 0)
+        if invalidate is not None:
+            invalidate()
         self.write_entry(2, ipa, l2pa, table | P2M_TABLE_ATTRS)
         return table
 
