@@ -110,6 +110,7 @@ class RangeAllocator:
         "_released",
         "_search",
         "_start",
+        "_used",
         "_vm_low",
         "_xen",
     )
@@ -166,6 +167,7 @@ class RangeAllocator:
         self._released = False
         self._lock = threading.Lock()
         self._live: dict[int, int] = {}
+        self._used = 0  # set bits, kept in step with the bitmap so stats() is O(1)
         self._children: dict[int, RangeAllocator] = {}
         self._bitmap = ChunkedBitmap()
         if xen:
@@ -176,6 +178,7 @@ class RangeAllocator:
             self._hi = geo.vm_end
             self._vm_low = geo.vm_low
             self._bitmap.set_run(0, geo.vm_low)  # the bitmap's own pages (bitmap_fill)
+            self._used = geo.vm_low
             self._index = self._new_index(geo.vm_low, geo.vm_top)
             if geo.vm_low < geo.vm_top:
                 self._index.add(geo.vm_low, geo.vm_top)
@@ -387,6 +390,7 @@ class RangeAllocator:
         index.take(index.found, u, u + nr)
         self._bitmap.set_run(u, nr)
         self._live[u] = nr
+        self._used += nr
         return u * self._granule
 
     def _check_phase_nocross(self, nr: int, align: int, phase: object, nocross: object) -> None:
@@ -429,6 +433,7 @@ class RangeAllocator:
         self._index.take(s, u, u + nr)
         self._bitmap.set_run(u, nr)
         self._live[u] = nr
+        self._used += nr
 
     def _hole_start(self, u: int) -> int:
         """Start of the hole that contains the free unit ``u`` (u - 1 is free)."""
@@ -470,6 +475,7 @@ class RangeAllocator:
         index.take(index.found, u, u + nr)
         self._bitmap.set_run(u, nr)
         self._live[u] = nr
+        self._used += nr
         return (u + self._origin) * self._granule
 
     def _xen_grow(self, nr: int, align: int) -> int:
@@ -576,6 +582,7 @@ class RangeAllocator:
 
     def _give_back(self, u: int) -> int:
         nr = self._live.pop(u)
+        self._used -= nr
         index = self._index
         if u < self._vm_low and self._xen is not None:
             # vm_free: vm_low drops to the first bit of the zero run holding u - 1.
@@ -683,10 +690,12 @@ class RangeAllocator:
 
     def stats(self) -> AllocStats:
         """Totals in granules (see :class:`AllocStats`).  O(1) plus the largest-hole lookup
-        (O(log n) for best-fit, the members of the top size class otherwise)."""
+        (O(log n) for best-fit, the members of the top size class otherwise).
+
+        ``used`` comes from a counter kept beside the bitmap (``check()`` compares them)."""
         with self._lock:
             total = (self._end - self._start) // self._granule
-            used = self._bitmap.popcount()
+            used = self._used
             index = self._index
             largest = index.largest()
             holes = len(index.start_to_end)
@@ -726,6 +735,8 @@ class RangeAllocator:
         problem = self._bitmap.check() or self._index.check()
         if problem:
             return problem
+        if self._used != self._bitmap.popcount():
+            return f"used counter {self._used} differs from the bitmap's population"
         geo = self._xen
         lo, top = self._lo, self._index.hi
         expect: list[tuple[int, int]] = []
@@ -832,6 +843,7 @@ class RangeAllocator:
         with self._lock:
             state = self._validate_snapshot(snap)
             self._bitmap, self._index, self._live, self._vm_low = state
+            self._used = self._bitmap.popcount()
             self._bind_search()
 
     def _validate_snapshot(
@@ -945,12 +957,13 @@ class RangeAllocator:
         if cursor < top:
             index.add(cursor, top)
         state = (bitmap, index, live, vm_low)
-        saved = (self._bitmap, self._index, self._live, self._vm_low)
+        saved = (self._bitmap, self._index, self._live, self._vm_low, self._used)
         self._bitmap, self._index, self._live, self._vm_low = state
+        self._used = bitmap.popcount()
         try:
             problem = self._find_problem()
         finally:
-            self._bitmap, self._index, self._live, self._vm_low = saved
+            self._bitmap, self._index, self._live, self._vm_low, self._used = saved
         if problem is not None:
             raise bad(problem)
         return state
