@@ -13,13 +13,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from vaalloc.cli import demo
+from vaalloc.cli import compare, demo, layout, simulate, vectors
 from vaalloc.errors import VAAllocError
 
 __all__ = ["main"]
 
 # Sub-command modules, in the order ``vaalloc --help`` lists them.
-_COMMANDS = (demo,)
+_COMMANDS = (simulate, layout, compare, vectors, demo)
 
 
 def _parser() -> argparse.ArgumentParser:
