@@ -40,14 +40,17 @@ from vaalloc.lpae import (
     AARCH64_S1_48_EL2,
     ARMV7_S1,
     ARMV7_S1_PL1,
+    ARMV7_S2_40,
     Fault,
     FaultError,
     Format,
     PageTable,
     PhysicalMemory,
     S1Attrs,
+    S2Attrs,
     Translation,
     aarch64_s1,
+    aarch64_s2,
 )
 
 GB, MB2, KB4 = 1 << 30, 1 << 21, 1 << 12
@@ -58,6 +61,12 @@ FORMATS: dict[str, Format] = {
     "aarch64-el1-48": AARCH64_S1_48,
     "aarch64-el1-39": aarch64_s1(39),
     "aarch64-el2-48": AARCH64_S1_48_EL2,
+    # Stage 2 alone (the p2m formats the VLPT reads), driven with the EL1 stage 1 off so the
+    # address is the IPA.  AArch32 can only present a 32-bit IPA that way: the ARMv7 probes
+    # stay below 4GB (the first four entries of the first concatenated root page).
+    "armv7-s2-40": ARMV7_S2_40,
+    "aarch64-s2-40": aarch64_s2(40),
+    "aarch64-s2-44": aarch64_s2(44),
 }
 
 # Where addresses are drawn from: a few 1GB regions per format (distinct level-0 entries and
@@ -66,6 +75,8 @@ FORMATS: dict[str, Format] = {
 _GB_SLOTS = {
     32: (0, 1, 3),
     39: (0, 1, 511),
+    40: (0, 1, 511, 1023),
+    44: (0, 1, 512, (1 << 14) - 1),
     48: (0, 1, 512, (1 << 18) - 1),
 }
 _EDGE_SLOTS = (0, 1, 2, 511)
@@ -88,7 +99,7 @@ def qemu_for(name: str) -> QemuMMU:
 
 @cache
 def va_strategy(fmt: Format, align: int) -> st.SearchStrategy[int]:
-    gbs = _GB_SLOTS[fmt.ia_bits]
+    gbs = _GB_SLOTS[32 if fmt.arch == "armv7" else fmt.ia_bits]
     return st.builds(
         lambda gb, mb, page: gb * GB + mb * MB2 + page * KB4,
         st.sampled_from(gbs),
@@ -98,7 +109,17 @@ def va_strategy(fmt: Format, align: int) -> st.SearchStrategy[int]:
 
 
 @cache
-def attrs_strategy(fmt: Format) -> st.SearchStrategy[S1Attrs]:
+def attrs_strategy(fmt: Format) -> st.SearchStrategy[S1Attrs | S2Attrs]:
+    if fmt.stage == 2:
+        return st.builds(
+            S2Attrs,
+            mem_attr=st.integers(0, 15),
+            s2ap=st.integers(0, 3),
+            af=st.booleans(),
+            xn=st.booleans(),
+            sw=st.integers(0, 15),
+            contiguous=st.just(False),
+        )
     return st.builds(
         S1Attrs,
         attr_indx=st.integers(0, 7),
@@ -158,7 +179,8 @@ def scenarios(draw: st.DrawFn, name: str) -> dict[str, Any]:
         base = va & ~(span - 1)
         probes += [base + off * (span // 512) for off in patch["offsets"]]
     probes += draw(st.lists(va_strategy(fmt, KB4), max_size=4))
-    return {"mem": mem, "pt": pt, "probes": sorted(set(probes))[:32]}
+    limit = 1 << (32 if fmt.arch == "armv7" else 64)  # AArch32 addresses are 32-bit
+    return {"mem": mem, "pt": pt, "probes": sorted({va for va in probes if va < limit})[:32]}
 
 
 def _deepest_slot(pt: PageTable, va: int, level: int) -> tuple[int, int]:
@@ -219,7 +241,7 @@ def excluded(fmt: Format, mem: PhysicalMemory, root: int, va: int, ours: Any) ->
     if isinstance(ours, Fault):
         if ours.kind == "address-size":
             return "address-size fault (QEMU raises none)"
-        if ours.kind == "translation" and ours.level == 0 and fmt.arch == "aarch64":
+        if ours.kind == "translation" and ours.level == 0 and fmt.start_level == 0:
             slot = root + (((va >> fmt.shifts[0]) & (fmt.root_entries - 1)) << 3)
             if mem.read64(slot) & 3 == 1:
                 return "level-0 block (QEMU walks it)"
@@ -234,7 +256,7 @@ def same(ours: Translation | Fault | int, theirs: QemuOutcome) -> bool:
     """Same outcome: same fault kind and level, or both translate (to the same PA for data;
     a fetch reports no PA).  ``ours`` may be a bare PA (``PageTable.translate_pa``)."""
     if isinstance(ours, Fault):
-        return (ours.kind, ours.level) == (theirs.fault, theirs.level)
+        return (ours.kind, ours.level, ours.stage) == (theirs.fault, theirs.level, theirs.stage)
     if theirs.access == "exec":
         return theirs.ok
     return theirs.pa == (ours if isinstance(ours, int) else ours.pa)
