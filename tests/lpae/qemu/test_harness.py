@@ -224,3 +224,42 @@ def test_tables_on_the_harness_page_are_refused(regime: Regime) -> None:
     frames, root = build(regime, l3={1: HARNESS_PA | PAGE})
     with pytest.raises(ValueError, match="harness page"):
         QemuMMU(regime).load(frames, root)
+
+
+S2_ROOT = 0x8000_8000  # two concatenated 4KB pages, 8KB-aligned (40-bit IPA, level 1)
+S2_RW, S2_RO, S2_WO = 3 << 6, 1 << 6, 2 << 6
+
+
+@pytest.mark.parametrize("arch", ["armv7", "aarch64"])
+def test_stage2_alone(arch: str) -> None:
+    regime = Regime(arch, "s2", 40, oa_bits=40, start_level=1)  # type: ignore[arg-type]
+    frames = frames_of(
+        {
+            S2_ROOT: T2 | TABLE,
+            S2_ROOT + 8: 0x1_0000_0000 | AF | S2_RW | BLOCK,  # IPA 1GB -> PA 4GB, 1GB block
+            T2: T3 | TABLE,
+            T3 + 8: OUT | AF | S2_RW | PAGE,
+            T3 + 16: OUT | AF | S2_RO | PAGE,
+            T3 + 24: OUT | AF | S2_WO | PAGE,
+            T3 + 32: OUT | AF | S2_RW | XN | PAGE,
+            T3 + 40: OUT | S2_RW | PAGE,
+        }
+    )
+    mmu = QemuMMU(regime)
+    mmu.load(frames, S2_ROOT)
+    assert mmu.translate(0x1010).pa == OUT + 0x10
+    assert mmu.translate(0x4000_1234, "write").pa == 0x1_0000_1234
+    ro = mmu.translate(0x2000, "write")
+    assert (ro.fault, ro.level, ro.stage) == ("permission", 3, 2)
+    assert mmu.translate(0x3000, "write").ok
+    assert (mmu.translate(0x3000).fault, mmu.translate(0x3000).stage) == ("permission", 2)
+    # An instruction fetch needs S2AP read on AArch32; on AArch64 XN alone decides.
+    assert mmu.translate(0x3000, "exec").ok == (arch == "aarch64")
+    assert mmu.translate(0x4000, "exec").fault == "permission"
+    no_af = mmu.translate(0x5000, "exec")
+    assert (no_af.fault, no_af.level, no_af.stage) == ("access-flag", 3, 2)
+    empty = mmu.translate(0x8000_0000)
+    assert (empty.fault, empty.level, empty.stage) == ("translation", 1, 2)
+    if arch == "armv7":
+        with pytest.raises(ValueError, match="below 4GB"):
+            mmu.translate(1 << 32)
