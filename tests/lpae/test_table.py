@@ -224,20 +224,30 @@ def test_tables_and_links_survive_loops() -> None:
 # -- the state machine ------------------------------------------------------------------------
 
 WINDOW_PAGES = 2 * 512 + 64  # two 2MB regions and a bit of a third
-ATTRS = [S1Attrs(), S1Attrs(ap=2), S1Attrs(xn=True, sw=5), S1Attrs(attr_indx=1)]
+S1_CHOICES = [S1Attrs(), S1Attrs(ap=2), S1Attrs(xn=True, sw=5), S1Attrs(attr_indx=1)]
+S2_CHOICES = [S2Attrs(), S2Attrs(s2ap=1), S2Attrs(xn=True, sw=9), S2Attrs(mem_attr=0x5)]
 
 
 class PageTableMachine(RuleBasedStateMachine):
     """Random map/unmap/protect against a page-granular dict model, in a tiny RAM."""
 
     fmt: Format = ARMV7_S1
+    choices: list[S1Attrs] | list[S2Attrs] = S1_CHOICES
 
     def __init__(self) -> None:
         super().__init__()
         self.mem = PhysicalMemory(40, ram_base=0x8000_0000, ram_size=8 * PAGE)
         self.pt = PageTable(self.mem, self.fmt)
         self.model: dict[int, tuple[int, int]] = {}  # page va -> (pa, attribute bits)
-        self.base = (1 << 30) if self.fmt.start_level == 1 else (1 << 39) + (1 << 30)
+        # Start 1GB in (level-1 index 1), or for a 4-level format inside the second level-0
+        # slot, or for a stage-2 root where the window crosses from the first concatenated
+        # root page into the second.
+        if self.fmt.stage == 2:
+            self.base = (1 << 39) - MB2
+        elif self.fmt.start_level == 1:
+            self.base = 1 << 30
+        else:
+            self.base = (1 << 39) + (1 << 30)
 
     def attempt(self, expect_ok: bool, call: object) -> bool:
         before = snapshot(self.mem)
@@ -261,12 +271,13 @@ class PageTableMachine(RuleBasedStateMachine):
         first=st.integers(0, WINDOW_PAGES - 1),
         count=st.integers(1, 600),
         block_aligned_pa=st.booleans(),
-        attrs=st.sampled_from(ATTRS),
+        choice=st.integers(0, 3),
         replace=st.booleans(),
     )
     def map(
-        self, first: int, count: int, block_aligned_pa: bool, attrs: S1Attrs, replace: bool
+        self, first: int, count: int, block_aligned_pa: bool, choice: int, replace: bool
     ) -> None:
+        attrs = self.choices[choice]
         count = min(count, WINDOW_PAGES - first)
         va = self.base + first * PAGE
         pa = 0x4000_0000 + (first * PAGE if block_aligned_pa else (first + 1) * PAGE)
@@ -289,9 +300,10 @@ class PageTableMachine(RuleBasedStateMachine):
     @rule(
         first=st.integers(0, WINDOW_PAGES - 1),
         count=st.integers(1, 600),
-        attrs=st.sampled_from(ATTRS),
+        choice=st.integers(0, 3),
     )
-    def protect(self, first: int, count: int, attrs: S1Attrs) -> None:
+    def protect(self, first: int, count: int, choice: int) -> None:
+        attrs = self.choices[choice]
         count = min(count, WINDOW_PAGES - first)
         va = self.base + first * PAGE
         pages = range(va, va + count * PAGE, PAGE)
@@ -323,7 +335,8 @@ class PageTableMachine(RuleBasedStateMachine):
     def only_needed_tables_are_held(self) -> None:
         self.pt.check()
         owned = list(self.pt.owned_tables())
-        assert self.mem.frames_in_use == len(owned)
+        root_frames = self.fmt.root_bytes // PAGE
+        assert self.mem.frames_in_use == len(owned) - 1 + root_frames
         for level, pa in owned:
             if pa != self.pt.root:
                 data = self.mem.read_bytes(pa, PAGE)
@@ -334,13 +347,20 @@ class AArch64PageTableMachine(PageTableMachine):
     fmt = AARCH64_S1_48
 
 
+class Stage2PageTableMachine(PageTableMachine):
+    fmt = ARMV7_S2_40
+    choices = S2_CHOICES
+
+
 # Each step checks the whole window (mappings, walks, tables); fewer, longer runs keep the
 # suite inside the CI budget without losing the interesting interleavings.
-_FEWER = settings(settings.default, max_examples=min(settings.default.max_examples, 30))
+_FEWER = settings(settings.default, max_examples=min(settings.default.max_examples, 20))
 TestARMv7Table = PageTableMachine.TestCase
 TestARMv7Table.settings = _FEWER
 TestAArch64Table = AArch64PageTableMachine.TestCase
 TestAArch64Table.settings = _FEWER
+TestStage2Table = Stage2PageTableMachine.TestCase
+TestStage2Table.settings = _FEWER
 
 
 def test_all_table_errors_are_vaalloc_errors() -> None:

@@ -47,13 +47,23 @@ _PERMISSION_BITS = (3 << 6) | (1 << 53) | (1 << 54) | (0xF << 55) | (1 << 10)
 class _Txn:
     """Undo journal of one changing call (see the module docstring)."""
 
-    __slots__ = ("frees", "fresh", "journal", "pt")
+    __slots__ = ("created", "frees", "fresh", "journal", "pt")
 
     def __init__(self, pt: PageTable) -> None:
         self.pt = pt
         self.journal: list[tuple[int, int]] = []  # (slot pa, old value), in write order
         self.fresh: dict[int, int] = {}  # tables allocated by this call: pa -> level
         self.frees: list[int] = []  # owned tables unlinked by this call, freed on commit
+        # Storage frames this call brought into existence (a table never written before):
+        # a rollback drops them again, so even mem.frames() is as it was.
+        self.created: set[int] = set()
+
+    def touch(self, slot: int, n: int = 1) -> None:
+        """Note the storage frames of ``n`` descriptors from ``slot`` that do not exist yet."""
+        frames = self.pt._frames
+        for frame in range(slot >> 12, ((slot + 8 * n - 1) >> 12) + 1):
+            if frame not in frames:
+                self.created.add(frame)
 
     def new_table(self, level: int) -> int:
         pt = self.pt
@@ -66,6 +76,7 @@ class _Txn:
 
     def write(self, table: int, slot: int, value: int) -> None:
         if table not in self.fresh:
+            self.touch(slot)
             self.journal.append((slot, self.pt._read(slot)))
         self.pt._write(slot, value)
 
@@ -78,6 +89,8 @@ class _Txn:
         pt = self.pt
         for slot, old in reversed(self.journal):
             pt._write(slot, old)
+        for frame in self.created:
+            pt._frames.pop(frame, None)
         for pa in self.fresh:
             del pt._tables[pa]
             pt._allocated.discard(pa)
@@ -396,6 +409,7 @@ class PageTable:
             self.flush(va, n * size)
         broken = set(valid)
         txn.journal.extend((slot + 8 * i, old[i]) for i in range(n) if i not in broken)
+        txn.touch(slot, n)
         self._write_run(slot, new)  # ...before make
 
     def _child_for_write(
