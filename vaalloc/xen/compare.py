@@ -255,6 +255,7 @@ class Result:
             "per_switch": num(self.per_switch),
             "counts": dict(sorted(self.counts.items())),
             "switch_counts": dict(sorted(self.switch_counts.items())),
+            "migration_counts": dict(sorted(self.migration_counts.items())),
             "stats": self.stats,
         }
 
