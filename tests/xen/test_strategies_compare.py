@@ -274,3 +274,27 @@ def test_sweep_charts_one_per_series() -> None:
     assert sorted(charts) == [(1, None), (2, None)]
     assert charts[(1, None)].series["a"] == ((10, 1000.0), (100, 10000.0))
     assert charts[(1, None)].series["b"] == ((10, 300.0),)  # unsupported point left out
+
+
+@pytest.mark.parametrize("strategy", ["switched", "switched-va", "walk", "walk64", "partitioned"])
+def test_workload_with_smp_guests_leaves_no_stale_hit(strategy: str) -> None:
+    """A two-vCPU migrating guest runs on both pCPUs at once (its window installed twice under
+    ``switched``) beside plain guests with superpages; the stale detector stays silent."""
+    from vaalloc.xen.p2mwalk import DirectMapWalk
+    from vaalloc.xen.strategies import make_xen
+    from vaalloc.xen.workload import run_workload, teardown
+
+    xen = make_xen(strategy, 2, stale_check=True)
+    specs = (
+        DomainSpec(ram=4 * MB, vcpus=2, migrate=True, superpages=0.5),
+        DomainSpec(ram=4 * MB, migrate=True),
+        DomainSpec(ram=2 * MB, superpages=1.0),
+    )
+    stats = run_workload(xen, Workload(domains=specs, switch_rate=2000, duration_ms=4.0))
+    assert stats.writes > 0 and xen.ledger.counts["faults"] > 0
+    xen.check()
+    assert xen.stale_hits() == []
+    if isinstance(xen.lookup, DirectMapWalk):
+        assert xen.lookup.stale_hits() == 0
+    teardown(xen)
+    assert xen.mem.frames_in_use == xen.boot_frames
