@@ -15,7 +15,9 @@ Structures (all kept in step by :meth:`FreeIndex.add` / :meth:`FreeIndex.remove`
 size classes
     holes with a usable length of at least one granule go into the sorted list (by start) of
     their *size class*: one class per exact length below 64 granules, then eight classes per
-    power of two (TLSF-style).  ``mask`` has bit ``k`` set when class ``k`` is non-empty.
+    power of two (TLSF-style).  ``mask`` has bit ``k`` set when class ``k`` is non-empty.  A
+    class is a plain sorted ``list`` (C-level bisect/insort; the memmove is bounded because the
+    list is promoted) until it holds 2048 holes, then a ``SortedList`` (O(log n)).
 class heads
     each class's lowest hole start, and the minimum of each group of 16 classes; the lowest
     start among all classes ``>= k`` (a suffix minimum) is two ``min()`` over at most 16 and
@@ -42,7 +44,7 @@ best-fit                           O(log n + m'), m' = holes skipped (near misse
                                    outside ``[lo_addr, hi_addr)``)
 instant-fit, no ``lo/hi_addr``     O(1 + log n)  (vmem's guaranteed-fit freelist)
 instant-fit fallback / window      O(C log n + m)
-add / remove a hole                O(log n + 16)
+add / remove a hole                O(log n + 16)  (bounded memmove below 2048 holes)
 =================================  ====================================================
 """
 
