@@ -281,3 +281,36 @@ def test_registry_refuses_bad_names_and_late_swaps() -> None:
 def test_partitioned_capacity_limits_the_window(cap: int) -> None:
     xen = make_xen("partitioned", 1, capacity=cap)
     assert xen.vlpt.window.stats().free == cap
+
+
+def test_switched_views_read_the_p2m_through_the_cpu_window() -> None:
+    xen = make_xen("switched", 2, stale_check=True)
+    lookup = xen.lookup
+    assert isinstance(lookup, SwitchedVLPT)
+    d = xen.create_domain(ram=4 * MB)
+    xen.logdirty.enable(d)
+    ipa = d.ram_base + 0x123000
+    with pytest.raises(RangeError, match="does not show"):
+        lookup.third_va(1, d, ipa)
+    xen.context_switch(1, d)
+    t = d.p2m.walk(ipa)
+    assert isinstance(t, Translation)
+    assert xen.read_va(1, lookup.third_va(1, d, ipa)) == t.descriptor
+    assert xen.read_va(1, lookup.second_va(1, d, ipa)) == xen.mem.read64(d.p2m.entry_pa(ipa, 2))
+    assert lookup.third_va(1, d, ipa) >> 21 == lookup.base_slot(1)
+    with pytest.raises(RangeError, match="outside"):
+        lookup.third_va(1, d, d.ram_end)
+
+
+def test_run_workload_refuses_a_mismatched_xen_without_changing_it() -> None:
+    from vaalloc.xen.workload import Workload, run_workload
+
+    xen = make_xen("walk", 2)
+    with pytest.raises(RangeError, match="CPUs"):
+        run_workload(xen, Workload(pcpus=3))
+    assert not xen.domains and xen.mem.frames_in_use == xen.boot_frames
+    xen.create_domain(ram=2 * MB)
+    frames = xen.mem.frames_in_use
+    with pytest.raises(RangeError, match="without domains"):
+        run_workload(xen, Workload())
+    assert len(xen.domains) == 1 and xen.mem.frames_in_use == frames
