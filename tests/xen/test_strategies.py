@@ -314,3 +314,26 @@ def test_run_workload_refuses_a_mismatched_xen_without_changing_it() -> None:
     with pytest.raises(RangeError, match="without domains"):
         run_workload(xen, Workload())
     assert len(xen.domains) == 1 and xen.mem.frames_in_use == frames
+
+
+def test_switched_lazy_keeps_the_view_across_plain_domains() -> None:
+    xen = make_xen("switched-lazy", 2, stale_check=True)
+    a, b = xen.create_domain(ram=4 * MB), xen.create_domain(ram=4 * MB)
+    plain = xen.create_domain(ram=2 * MB)
+    xen.logdirty.enable(a)
+    xen.logdirty.enable(b)
+    assert switch_delta(xen, 0, a)["xen_second_writes"] == 1  # first install
+    for _ in range(3):  # a <-> plain: the window keeps showing a, nothing written or flushed
+        for target in (plain, a):
+            delta = switch_delta(xen, 0, target)
+            assert delta.get("xen_second_writes", 0) == 0 and delta.get("tlbi", 0) == 0
+    xen.context_switch(0, plain)
+    xen.p2m_depopulate(a, a.ram_base, 2 * MB)  # a changes while only shown, not running
+    xen.p2m_populate(a, a.ram_base, 2 * MB)
+    xen.check()
+    delta = switch_delta(xen, 0, b)  # a different log-dirty domain: rewrite and flush
+    assert delta["xen_second_writes"] == 1 and delta["tlbi:TLBIALLH"] == 1
+    xen.guest_write(a, a.ram_base, cpu=1)
+    xen.guest_write(b, b.ram_base, cpu=0)
+    assert xen.logdirty.peek(a) == {a.ram_base >> 12}
+    assert xen.stale_hits() == []

@@ -43,6 +43,7 @@ CASES = [
     ("switched", None),
     ("switched-va", 1),
     ("switched-auto", None),
+    ("switched-lazy", None),
     ("walk", None),
     ("walk64", None),
     ("hybrid", 1),
@@ -191,7 +192,7 @@ def machine_for(strategy: str, capacity: int | None) -> type[RuleBasedStateMachi
 @pytest.mark.parametrize(("strategy", "capacity"), CASES, ids=[c[0] for c in CASES])
 def test_strategy_life(strategy: str, capacity: int | None) -> None:
     machine = machine_for(strategy, capacity)
-    # Seven strategies share the CI budget: a sixth of the profile's examples each.
+    # Eight strategies share the CI budget: a sixth of the profile's examples each.
     profile = settings()
     run = settings(profile, max_examples=max(5, profile.max_examples // 6))
     machine.TestCase.settings = run

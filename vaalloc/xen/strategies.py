@@ -12,6 +12,7 @@ by the strategy). Every strategy implements :class:`vaalloc.xen.vlpt.P2MLookup`.
  switched        per-CPU window rewritten at switch, full hyp flush (TLBIALLH)
  switched-va     the same, one TLBIMVAH per page that was valid
  switched-auto   per-VA up to 33 pages, else TLBIALLH
+ switched-lazy   switched, but a plain domain following a log-dirty one leaves the window
  walk            map_domain_page walk per lookup, arm32 domheap (p2mwalk.py)
  walk64          the same walk over arm64's direct map
  hybrid          partitioned while the window has room, walk for the domains that do not fit
@@ -34,9 +35,9 @@ __all__ = ["STRATEGIES", "install_lookup", "make_lookup", "make_xen"]
 Factory = Callable[..., P2MLookup]
 
 
-def _switched(flush: str) -> Factory:
+def _switched(flush: str, lazy: bool = False) -> Factory:
     def make(xen: Xen, *, capacity: int | None = None) -> P2MLookup:
-        return SwitchedVLPT(xen, flush=flush, capacity=capacity)
+        return SwitchedVLPT(xen, flush=flush, capacity=capacity, lazy=lazy)
 
     return make
 
@@ -69,6 +70,7 @@ STRATEGIES: dict[str, Factory] = {
     "switched": _switched("all"),
     "switched-va": _switched("va"),
     "switched-auto": _switched("auto"),
+    "switched-lazy": _switched("all", lazy=True),
     "walk": _walk,
     "walk64": _walk64,
     "hybrid": _hybrid,

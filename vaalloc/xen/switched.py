@@ -41,6 +41,12 @@ pages whose p2m level-2 entry is a table (up to 512) and the slot's alias page. 
 * ``"auto"``: ``"va"`` when at most ``ceiling`` pages need flushing (Linux's
   ``tlb_single_page_flush_ceiling`` idea, 33 by default), else ``"all"``.
 
+``lazy=True`` (``switched-lazy``) leaves the window alone when a log-dirty domain gives way
+to a plain one: the CPU keeps showing the last log-dirty domain it ran, so a CPU alternating
+between one migrating guest and plain guests never rewrites a slot after the first time; only a
+switch to a *different* log-dirty domain pays. The stale view is harmless (Xen dereferences it
+only for that domain's faults) and stays exact (p2m changes update every CPU showing it).
+
 No break-before-make: only the switching CPU uses its sub-window, and it touches no window VA
 between the rewrite and the flush. Changes of a tracked domain's p2m (new tables, splits, frees)
 update every CPU where the domain is installed, with broadcast per-VA flushes (the change may be
@@ -86,7 +92,8 @@ class SwitchedVLPT(P2MLookup):
 
     ``flush`` is one of :data:`FLUSH_MODES` (default ``"all"``, the cheaper under the default
     cost weights, see docs/strategies.md); ``capacity`` is the sub-window size in slots (1GB
-    of IPA each; default ``63 // cpus``); ``ceiling`` is the ``"auto"`` threshold in pages.
+    of IPA each; default ``63 // cpus``); ``ceiling`` is the ``"auto"`` threshold in pages;
+    ``lazy`` keeps a log-dirty domain's view when a plain domain follows it.
 
     A domain spanning more than ``capacity`` gigabytes cannot be tracked: :meth:`reserve`
     raises OutOfSpace. Raises RangeError for a bad mode, capacity or ceiling.
@@ -101,6 +108,7 @@ class SwitchedVLPT(P2MLookup):
         flush: str = "all",
         capacity: int | None = None,
         ceiling: int = DEFAULT_CEILING,
+        lazy: bool = False,
     ) -> None:
         cpus = xen.cpus
         cap = VLPT_DOMAIN_SLOTS // cpus if capacity is None else capacity
@@ -119,9 +127,13 @@ class SwitchedVLPT(P2MLookup):
         self.flush = flush
         self.capacity = cap
         self.ceiling = ceiling
-        self.name = "switched" if flush == "all" else f"switched-{flush}"
+        self.lazy = bool(lazy)
+        self.name = ("switched" if flush == "all" else f"switched-{flush}") + (
+            "-lazy" if lazy else ""
+        )
         # installed[cpu]: the log-dirty domain whose p2m the CPU's sub-window shows, or None.
-        # Invariant: installed[cpu] is current[cpu] when that domain is log-dirty, else None.
+        # Invariant: installed[cpu] is current[cpu] when that domain is log-dirty; otherwise
+        # None (eager) or None or a live log-dirty domain that ran there last (lazy).
         self.installed: list[Domain | None] = [None] * cpus
         # Per CPU: (leaf_base, second_base) of the installed domain, so that
         # third_va = leaf_base + (ipa >> 12) * 8 and
@@ -190,7 +202,7 @@ class SwitchedVLPT(P2MLookup):
         module docstring for the exact counts); nothing between two plain domains."""
         old = self.installed[cpu]
         new = next_ if next_ is not None and next_.logdirty else None
-        if old is new:
+        if old is new or (new is None and self.lazy):
             return
         self._rewrite(cpu, old, new, local=True)
 
@@ -310,7 +322,8 @@ class SwitchedVLPT(P2MLookup):
         for cpu, shown in enumerate(self.installed):
             running = self.xen.current[cpu]
             expected = running if running is not None and running.logdirty else None
-            if shown is not expected:
+            kept = self.lazy and expected is None and (shown is None or shown.logdirty)
+            if shown is not expected and not kept:
                 raise InvariantError(f"cpu {cpu}: window shows {shown!r}, runs {running!r}")
             if shown is None:
                 continue
