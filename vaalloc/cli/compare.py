@@ -17,7 +17,7 @@ from vaalloc.cli._args import integer, positive
 
 __all__ = ["register"]
 
-_DEFAULT = "partitioned,switched,switched-va,walk,walk64,hybrid"
+_DEFAULT = "partitioned,switched,switched-va,switched-lazy,walk,walk64,hybrid"
 MB = 1 << 20
 
 

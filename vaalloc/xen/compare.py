@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: Strategies a 32-bit ARM Xen can use, and the one a 64-bit Xen with a direct map adds.
-ARM32 = ("partitioned", "switched", "switched-va", "walk", "hybrid")
+ARM32 = ("partitioned", "switched", "switched-va", "switched-lazy", "walk", "hybrid")
 ARM64 = ("walk64",)
 
 #: Strategies that exist on one sub-architecture only: never compared with each other.
