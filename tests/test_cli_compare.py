@@ -1,37 +1,18 @@
-"""``vaalloc compare``: tables, JSON under the ledger's names, the sweep and its charts, errors.
-
-The sub-command is driven through its own ``register`` on a parser built like
-``vaalloc.cli.main`` builds its own (VAAllocError -> one line on stderr, status 2), so these
-tests hold whether or not the command list includes it yet.
-"""
+"""``vaalloc compare``: tables, JSON under the ledger's names, the sweep and its charts, errors."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from vaalloc.cli import compare
-from vaalloc.errors import VAAllocError
+from vaalloc.cli import main
 
 SMALL = ["--domains", "3", "--ram", "4", "--duration", "6", "--write-rate", "10"]
 
 
-def run(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vaalloc")
-    sub = parser.add_subparsers(dest="command", required=True)
-    compare.register(sub)
-    args = parser.parse_args(argv)
-    try:
-        status: int = args.func(args)
-    except VAAllocError as exc:
-        print(f"vaalloc {args.command}: {exc}", file=sys.stderr)
-        return 2
-    return status
+run = main
 
 
 def test_table_lists_every_strategy(capsys: pytest.CaptureFixture[str]) -> None:
