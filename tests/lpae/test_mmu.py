@@ -211,6 +211,10 @@ def test_asid_tags_and_stage1_maintenance() -> None:
     mmu.guest_pa(local)
     mmu.guest_pa(shared)
     assert (mmu.counters["misses"], mmu.counters["hits"]) == (3, 1)  # nG entry is per ASID
+    hit = mmu.guest_translate(shared + 0x18, "write", user=True)
+    assert isinstance(hit, Translation) and hit.reads == ()
+    assert (hit.stage, hit.ipa, hit.pa) == (1, RAM + 0x6018, offset + RAM + 0x6018)
+    assert hit.writable and hit.executable  # AP=01: read/write at both levels, XN clear
     assert mmu.tlbi("TLBIASID", asid=7) == 1  # only 7's non-global entry
     assert mmu.tlbi("TLBIMVAA", shared) == 1
     # Changing stage 2 and invalidating by IPA leaves the combined entry: stale, caught.
@@ -258,6 +262,10 @@ def test_bad_requests_raise_typed_errors() -> None:
         mmu.hyp_read64(0x1000_0004)
     with pytest.raises(RangeError, match="no stage 2"):
         MMU(mem).guest_pa(0)
+    guest = MMU(mem)
+    guest.set_stage2(mmu.mem.alloc_frames(2, 2), 1)
+    with pytest.raises(RangeError, match="stage 1"):
+        guest.guest_pa(0x8000_0000, user=True)
     with pytest.raises(RangeError, match="set_hyp"):
         MMU(mem).hyp_pa(0)
     with pytest.raises(RangeError):

@@ -162,7 +162,10 @@ class QemuOutcome:
     level: the level the fault status reports.
     raw: PAR (data) or the exception syndrome (AArch32 fetch); 0 for other fetches.
     derived: True for an AArch64 fetch fault whose kind and level come from the read walk.
-    stage: the stage that faulted (PAR.S for data; the regime's stage for fetches).
+    stage: the stage that faulted (PAR.S for data; the regime's stage for fetches); None when
+      QEMU's report does not say (a two-stage fetch fault seen only as "permission").
+    s1ptw: the fault happened on a stage-1 table read translated by stage 2 (PAR.PTW, or ISS
+      bit 7 of an AArch32 syndrome); None when unknown.
     """
 
     va: int
@@ -173,7 +176,8 @@ class QemuOutcome:
     level: int | None
     raw: int
     derived: bool = False
-    stage: int = 1
+    stage: int | None = 1
+    s1ptw: bool | None = False
 
     @property
     def ok(self) -> bool:
@@ -210,6 +214,10 @@ _A64_SLOTS = {
     ("el2", "write", False): bytes.fromhex("20780cd5"),  # at s1e2w, x0
     ("s2", "read", False): bytes.fromhex("80780cd5"),  # at s12e1r, x0 (stage 1 off)
     ("s2", "write", False): bytes.fromhex("a0780cd5"),  # at s12e1w, x0 (stage 1 off)
+    ("s12", "read", False): bytes.fromhex("80780cd5"),  # at s12e1r, x0
+    ("s12", "write", False): bytes.fromhex("a0780cd5"),  # at s12e1w, x0
+    ("s12", "read", True): bytes.fromhex("c0780cd5"),  # at s12e0r, x0
+    ("s12", "write", True): bytes.fromhex("e0780cd5"),  # at s12e0w, x0
 }
 _A64_RETURN = bytes.fromhex("e0039fd6")  # eret
 
@@ -284,7 +292,7 @@ class QemuMMU:
     translate ~ one short emulation run (tens of microseconds).
     """
 
-    def __init__(self, regime: Regime) -> None:
+    def __init__(self, regime: Regime, stage2: Regime | None = None) -> None:
         if regime.arch == "armv7" and regime.el != "s2" and not 31 <= regime.ia_bits <= 32:
             # T0SZ 0..1 starts the walk at level 1 (4 or 2 root entries); T0SZ >= 2 starts it
             # at level 2, a geometry vaalloc's AArch32 stage-1 formats do not have.
@@ -296,7 +304,12 @@ class QemuMMU:
         if regime.arch == "aarch64" and regime.el == "s2" and regime.ia_bits > 44:
             # Cortex-A72's PA range is 44 bits: QEMU faults every walk of a wider IPA.
             raise ValueError(f"{regime}: a stage-2 input wider than the CPU's 44-bit PA range")
+        if stage2 is not None and (
+            regime.el != "el1&0" or stage2.el != "s2" or stage2.arch != regime.arch
+        ):
+            raise ValueError(f"{regime} + {stage2}: two stages are EL1&0 stage 1 and a stage 2")
         self.regime = regime
+        self.stage2 = stage2
         self._mapped: list[tuple[int, int]] = []
         self._root = 0
         self._intr: tuple[int, int] | None = None
@@ -311,8 +324,14 @@ class QemuMMU:
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         if regime.arch == "armv7":
             self._setup_armv7()
+            if stage2 is not None:
+                self._cp(_CP_HCR, 1)  # VM: ATS12NSO* and PL1 fetches go through stage 2
+                self._cp(_CP_VTCR, stage2.vtcr)
         else:
             self._setup_aarch64()
+            if stage2 is not None:
+                self._cp(_SR_HCR_EL2, (1 << 31) | 1)  # RW, VM
+                self._cp(_SR_VTCR_EL2, stage2.vtcr)
 
     # -- CPU set-up -------------------------------------------------------------------------
 
@@ -389,9 +408,12 @@ class QemuMMU:
         bits = 40 if self.regime.arch == "armv7" else 48
         return ((1 << bits) - 1) & ~(self.regime.granule - 1)
 
-    def load(self, frames: Iterable[tuple[int, bytes]], root: int) -> None:
+    def load(
+        self, frames: Iterable[tuple[int, bytes]], root: int, s2_root: int | None = None
+    ) -> None:
         """Make ``frames`` ((pa, data) with 4KB-aligned pa, data a multiple of 4KB) the whole
-        physical memory and ``root`` the table base; flush QEMU's TLB.
+        physical memory and ``root`` the table base (``s2_root`` the stage-2 base when the CPU
+        was built with two stages); flush QEMU's TLB.
 
         Raises ValueError when a frame or a descriptor's next-level address lands on the
         harness page."""
@@ -411,6 +433,8 @@ class QemuMMU:
                 if word & 3 == 3:  # a table (or page) descriptor: a walk may read there
                     pages.add(word & self._pa_mask & ~(PAGE - 1))
         pages.add(root & ~(PAGE - 1))
+        if s2_root is not None:
+            pages.add(s2_root & ~(PAGE - 1))
         if HARNESS_PA in pages:
             raise ValueError(f"the tables use the harness page {HARNESS_PA:#x}")
         for start, size in _runs(sorted(pages)):
@@ -423,10 +447,14 @@ class QemuMMU:
             self._enter_monitor()
             base = {"el2": _CP_HTTBR, "el1&0": _CP_TTBR0_NS, "s2": _CP_VTTBR}[self.regime.el]
             self._cp(base, root)
+            if self.stage2 is not None:
+                self._cp(_CP_VTTBR, _required(s2_root))
         else:
             self._enter_el3()
             base = {"el2": _SR_TTBR0_EL2, "el1&0": _SR_TTBR0_EL1, "s2": _SR_VTTBR_EL2}
             self._cp(base[self.regime.el], root)
+            if self.stage2 is not None:
+                self._cp(_SR_VTTBR_EL2, _required(s2_root))
         uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # -- translation ------------------------------------------------------------------------
@@ -453,7 +481,10 @@ class QemuMMU:
 
     def _at(self, va: int, access: Access, user: bool) -> QemuOutcome:
         uc = self._uc
-        start = HARNESS_PA + self._slots[(self.regime.el, access, user)]
+        el = self.regime.el
+        if self.stage2 is not None and self.regime.arch == "aarch64":
+            el = "s12"  # AT S12E*: stage 1 and stage 2 (S1E* would stop at the IPA)
+        start = HARNESS_PA + self._slots[(el, access, user)]
         self._intr = None
         if self.regime.arch == "armv7":
             self._enter_monitor()
@@ -472,7 +503,8 @@ class QemuMMU:
         if par & 1:
             kind, level = decode_fsc((par >> 1) & 0x3F)
             stage = 2 if par >> 9 & 1 else 1  # PAR.S
-            return QemuOutcome(va, access, user, None, kind, level, par, stage=stage)
+            s1ptw = bool(par >> 8 & 1)  # PAR.PTW
+            return QemuOutcome(va, access, user, None, kind, level, par, False, stage, s1ptw)
         pa = (par & pa_mask) | (va & 0xFFF)
         return QemuOutcome(va, access, user, pa, None, None, par)
 
@@ -511,9 +543,21 @@ class QemuMMU:
             raise RuntimeError(f"fetch at {probe:#x}: unexpected exception {intno}")
         if self.regime.arch == "armv7":
             kind, level = decode_fsc(syndrome & 0x3F)
-            return QemuOutcome(va, "exec", user, None, kind, level, syndrome, stage=stage)
+            s1ptw = bool(syndrome >> 7 & 1)  # ISS.S1PTW
+            fetch_stage: int | None = stage
+            if self.stage2 is not None:
+                # A stage-2 fault goes to Hyp (EC 0x20, "from a lower level"); a stage-1 fault
+                # of a PL1 fetch stays at PL1 (EC 0x21).  A PL0 fetch is 0x20 either way.
+                same_level = syndrome >> 26 == 0x21
+                fetch_stage = 2 if s1ptw else (1 if same_level else (None if user else 2))
+            return QemuOutcome(
+                va, "exec", user, None, kind, level, syndrome, False, fetch_stage, s1ptw
+            )
         # AArch64: no syndrome; the read walk of the same address decides kind and level.
         read = self._at(va, "read", user)
+        if self.stage2 is not None and (read.ok or read.fault == "permission"):
+            # Stage-1 or stage-2 execute permission: which one, and its level, are not known.
+            return QemuOutcome(va, "exec", user, None, "permission", None, 0, True, None, None)
         if read.ok:
             level = self._leaf_level(va)
             return QemuOutcome(va, "exec", user, None, "permission", level, 0, True, stage)
@@ -521,7 +565,9 @@ class QemuMMU:
             # Unprivileged read refused: the walk itself succeeded, privileged read says where.
             level = self._leaf_level(va)
             return QemuOutcome(va, "exec", user, None, "permission", level, 0, True, stage)
-        return QemuOutcome(va, "exec", user, None, read.fault, read.level, 0, True, read.stage)
+        return QemuOutcome(
+            va, "exec", user, None, read.fault, read.level, 0, True, read.stage, read.s1ptw
+        )
 
     def _leaf_level(self, va: int) -> int:
         """Level of the leaf QEMU reaches for ``va``, found by walking the tables in the
@@ -542,6 +588,12 @@ class QemuMMU:
             table = desc & self._pa_mask
             level += 1
             index_bits = stride
+
+
+def _required(value: int | None) -> int:
+    if value is None:
+        raise ValueError("this CPU walks two stages: load() needs s2_root")
+    return value
 
 
 def _runs(pages: list[int]) -> Iterable[tuple[int, int]]:
