@@ -109,7 +109,7 @@ class MMU:
     ) -> None:
         self.mem = mem
         self.tlb = TLB() if tlb is None else tlb
-        self.stale_check = stale_check
+        self._stale_check = stale_check
         self.stale_hits: list[StaleHit] = []
         self._hyp: _Regime | None = None
         self._s2: _Regime | None = None
@@ -118,6 +118,9 @@ class MMU:
         self._tlb_get = self.tlb.entries.get
         self._lru = self.tlb.lru
         self._hyp_probe: tuple[int, ...] = ()  # block sizes (shifts) of cached hyp entries
+        self._hyp_page_shift = 12  # the hyp format's page size, probed first
+        # True when a hit needs no bookkeeping beyond the counter (FIFO, no stale detector).
+        self._plain = not stale_check and not self._lru
         # Hot counters are plain attributes; :attr:`counters` presents them with the rest.
         self.hits = 0
         self.misses = 0
@@ -127,6 +130,16 @@ class MMU:
 
     def __repr__(self) -> str:
         return f"MMU(tlb={self.tlb!r}, hits={self.hits}, misses={self.misses})"
+
+    @property
+    def stale_check(self) -> bool:
+        """Whether every TLB hit is re-walked and compared (see :class:`StaleHit`)."""
+        return self._stale_check
+
+    @stale_check.setter
+    def stale_check(self, enabled: bool) -> None:
+        self._stale_check = bool(enabled)
+        self._plain = not self._stale_check and not self._lru
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -138,6 +151,7 @@ class MMU:
         if fmt.stage != 1 or fmt.regime != "el2":
             raise RangeError(f"MMU.set_hyp: {fmt.name} is not a hyp (EL2) stage-1 format")
         self._hyp = _regime(self.mem, httbr, fmt, 0, "set_hyp")
+        self._hyp_page_shift = fmt.page_shift
 
     def set_stage2(self, vttbr: int, vmid: int = 0, fmt: Format = ARMV7_S2_40) -> None:
         """Select the guest's stage 2: tables at ``vttbr`` tagged ``vmid`` (VTTBR.BADDR and
@@ -220,21 +234,27 @@ class MMU:
     def hyp_pa(self, va: int, access: str = "read", _bits: dict[str, int] = ACCESS_BITS) -> int:
         """Translate hyp VA ``va`` through the TLB: the PA, or FaultError (stage 1).
 
-        The hot path the Xen model uses: a hit costs one dict lookup per cached block size
-        and builds no object.  A miss walks with the compiled walker and caches the leaf.
+        The hot path the Xen model uses: a hit on a page entry is one dict lookup and builds
+        no object; block entries, LRU bookkeeping, the stale detector and misses take
+        :meth:`_hyp_pa_slow`.  A miss walks with the compiled walker and caches the leaf.
         Raises RangeError for a bad VA/access or when no hyp regime is set."""
-        a = _bits.get(access, 0)
+        try:
+            entry = self._tlb_get(((va >> self._hyp_page_shift) << 6) | self._hyp_page_shift)
+        except TypeError:
+            entry = None  # not an integer: the slow path reports it
+        if entry is not None and self._plain and entry[1] & _bits.get(access, 0):
+            self.hits += 1
+            return entry[0] | (va & entry[9])
+        return self._hyp_pa_slow(va, access)
+
+    def _hyp_pa_slow(self, va: int, access: str) -> int:
+        a = ACCESS_BITS.get(access, 0)
         get = self._tlb_get
         try:
             for shift in self._hyp_probe:
                 key = ((va >> shift) << 6) | shift
                 entry = get(key)
                 if entry is not None:
-                    if entry[1] & a and not self.stale_check:
-                        self.hits += 1
-                        if self._lru:
-                            self.tlb.entries.move_to_end(key)
-                        return entry[0] | (va & entry[9])
                     return self._hyp_hit_checked(va, key, entry, a, access)
         except TypeError:
             pass  # not an integer: the miss path reports it
@@ -420,7 +440,7 @@ class MMU:
         The hot path for a guest with stage 1 off (a p2m-only guest): a hit costs one dict
         lookup per leaf size and builds no object."""
         s2 = self._s2
-        if self._s1 is None and s2 is not None and not user and not self.stale_check:
+        if self._s1 is None and s2 is not None and not user and not self._stale_check:
             a = _bits.get(access, 0)
             get = self._tlb_get
             try:
