@@ -158,7 +158,8 @@ class QemuOutcome:
 
     pa: output address (data accesses that translated), else None.  Fetches report no PA.
     fault: None on success, else ``"translation"``, ``"access-flag"``, ``"permission"``,
-      ``"address-size"``, ``"external-abort-on-walk"`` or ``"fsc:0x.."``.
+      ``"address-size"``, ``"external-abort-on-walk"``, ``"fsc:0x.."``, or ``"unknown"`` (an
+      AArch64 two-stage fetch fault whose cause the read walk cannot tell).
     level: the level the fault status reports.
     raw: PAR (data) or the exception syndrome (AArch32 fetch); 0 for other fetches.
     derived: True for an AArch64 fetch fault whose kind and level come from the read walk.
@@ -555,9 +556,11 @@ class QemuMMU:
             )
         # AArch64: no syndrome; the read walk of the same address decides kind and level.
         read = self._at(va, "read", user)
-        if self.stage2 is not None and (read.ok or read.fault == "permission"):
-            # Stage-1 or stage-2 execute permission: which one, and its level, are not known.
-            return QemuOutcome(va, "exec", user, None, "permission", None, 0, True, None, None)
+        walk_fault = not read.ok and read.fault != "permission" and (read.stage == 1 or read.s1ptw)
+        if self.stage2 is not None and not walk_fault:
+            # The stage-1 walk got through: the fetch failed on stage-1 execute permission, or
+            # later in stage 2.  Only "it faulted" is known.
+            return QemuOutcome(va, "exec", user, None, "unknown", None, 0, True, None, None)
         if read.ok:
             level = self._leaf_level(va)
             return QemuOutcome(va, "exec", user, None, "permission", level, 0, True, stage)

@@ -6,9 +6,13 @@ with random stage-2 attributes per page, so some stage-1 table reads take a stag
 (reported with S1PTW), and maps the guest's output IPAs to other PAs.  Both models translate
 the same VAs for every access and privilege.
 
-Compared: the output PA (data accesses), or the fault kind, level, stage and S1PTW.  What QEMU
-cannot say is not compared: a fetch refused after a walk that succeeded for a read reports
-"permission" but, on AArch64, neither stage nor level (unicorn exposes no syndrome there);
+Compared: the output PA (data accesses), or the fault kind, level, stage and S1PTW.  QEMU 5.0
+departs from the architecture on a stage-2 fault met by a stage-1 table read: it reports it
+as a translation fault at the stage-1 walk's level (its ``do_fault`` overwrites the stage-2
+fault's kind and level), so there only "stage 2, S1PTW" is compared.  What QEMU cannot say is
+not compared: on AArch64 (where unicorn exposes no syndrome) a fetch fault is only known to
+be a fault unless the read walk of the same address failed in the stage-1 walk itself (then
+the fetch failed the same way);
 on AArch32 an unprivileged fetch's stage-1 and stage-2 faults carry the same exception class.
 The exclusions of ``test_differential`` apply to both stages.
 """
@@ -118,6 +122,13 @@ def scenarios(draw: st.DrawFn, name: str) -> dict[str, Any]:
 
 
 def same(ours: Translation | Fault, theirs: QemuOutcome) -> bool:
+    if isinstance(ours, Fault) and ours.s1ptw:
+        # QEMU 5.0 overwrites a stage-2 fault met on a stage-1 table read with "translation"
+        # at the stage-1 level (get_phys_addr_lpae's do_fault); only S1PTW and the stage are
+        # comparable.
+        return theirs.s1ptw in (None, True) and theirs.stage in (None, 2) and not theirs.ok
+    if isinstance(ours, Fault) and theirs.fault == "unknown":
+        return True
     if isinstance(ours, Fault):
         return (
             ours.kind == theirs.fault
