@@ -38,11 +38,22 @@ How it is driven (each point was found by experiment; see the tests in ``test_ha
   every ``0b11`` descriptor's address (where a walk may read next), so memory the model holds
   as zeros also reads as zeros in QEMU (an unmapped PA would be an external abort instead).
 
+* **Stage 2** is driven alone (regime ``"s2"``: EL1's stage 1 off, so the address is the IPA;
+  AArch32 can only present a 32-bit IPA that way) or behind an EL1&0 stage 1
+  (``QemuMMU(stage1, stage2)``: ATS12NSO* / AT S12E*, HCR.VM = 1).  PAR.S and PAR.PTW give the
+  faulting stage and S1PTW.  Two-stage fetch faults are only partly known: on AArch32 the
+  exception class tells a PL1 fetch's stage-1 fault (EC 0x21, taken at PL1) from a stage-2 one
+  (EC 0x20, taken to Hyp); on AArch64 a fetch fault is ``"unknown"`` unless the read walk
+  failed in the stage-1 walk itself.
+
 QEMU departs from the architecture in ways the tests keep out of the comparison:
 no address-size faults (output addresses are masked to 40 bits on AArch32, 48 on AArch64),
 a level-0 block descriptor on AArch64 4KB is walked as a 512GB block, the low bits of a
-block's output address (RES0) are ORed into the result, and PXN/PXNTable are ignored in the
-ARMv7 hyp regime (where the architecture makes PXN RES0 anyway).
+block's output address (RES0) are ORed into the result, PXN/PXNTable are ignored in the ARMv7
+hyp regime (where the architecture makes PXN RES0 anyway), and a stage-2 fault on a stage-1
+table read is reported as a translation fault at the stage-1 level (``do_fault`` overwrites the
+stage-2 fault's kind and level; PAR.S and PAR.PTW are right).  A stage-2 input wider than the
+CPU's PA range (44 bits on the Cortex-A72) always faults in QEMU, so the harness refuses it.
 """
 
 from __future__ import annotations
