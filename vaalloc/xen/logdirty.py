@@ -36,7 +36,7 @@ from vaalloc.xen.layout import (
     S2_WRITE,
     SECOND_SHIFT,
 )
-from vaalloc.xen.p2m import is_block, is_table, leaf_to_rw, p2m_type
+from vaalloc.xen.p2m import is_block, is_table, leaf_to_logdirty, leaf_to_rw, p2m_type
 from vaalloc.xen.tableio import read_table, write_table
 from vaalloc.xen.vlptmath import gb_span
 
@@ -48,7 +48,6 @@ __all__ = ["LogDirty"]
 
 _TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
 _TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
-_PROTECT_CLEAR = ~(S2_WRITE | P2M_TYPE_MASK)
 #: peek(clean=True) switches to a whole-p2m pass when dirty pages exceed RAM / this.
 _BULK_CLEAN_FRACTION = 8
 
@@ -151,8 +150,9 @@ class LogDirty:
             for gfn in group:
                 i = gfn & LPAE_ENTRY_MASK
                 e = entries[i]
-                if e & P2M_TYPE_MASK == _TYPE_RW and e & 1:
-                    entries[i] = (e & _PROTECT_CLEAR) | _TYPE_LOGDIRTY
+                new = leaf_to_logdirty(e)
+                if new != e:
+                    entries[i] = new
                     writes += 1
             write_table(mem, table, entries)
         self.xen.ledger.add("p2m_pte_writes", writes)

@@ -67,7 +67,11 @@ P2MChange = Callable[[int, int, int, int], None]
 
 _TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
 _TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
-_PROTECT_CLEAR = ~(S2_WRITE | P2M_TYPE_MASK)
+# ram_rw + writable <-> ram_logdirty + read-only is one XOR: the write bit and the type bits
+# that differ between the two types. Only entries matching exactly (type and write bit) flip.
+_MATCH_MASK = P2M_TYPE_MASK | S2_WRITE
+_RW_WRITABLE = _TYPE_RW | S2_WRITE
+_FLIP = S2_WRITE | (_TYPE_RW ^ _TYPE_LOGDIRTY)
 
 
 def is_table(desc: int) -> bool:
@@ -86,37 +90,36 @@ def p2m_type(desc: int) -> int:
 
 
 def leaf_to_logdirty(desc: int) -> int:
-    """Write-protect a ``ram_rw`` leaf as ``ram_logdirty``; other leaves are returned as is."""
-    if desc & P2M_TYPE_MASK == _TYPE_RW and desc & 1:
-        return (desc & _PROTECT_CLEAR) | _TYPE_LOGDIRTY
-    return desc
+    """Write-protect a writable ``ram_rw`` leaf as ``ram_logdirty``; others are returned as is."""
+    return desc ^ _FLIP if desc & _MATCH_MASK == _RW_WRITABLE else desc
 
 
 def leaf_to_rw(desc: int) -> int:
-    """Make a ``ram_logdirty`` leaf ``ram_rw`` and writable; other leaves are returned as is."""
-    if desc & P2M_TYPE_MASK == _TYPE_LOGDIRTY and desc & 1:
-        return (desc & _PROTECT_CLEAR) | _TYPE_RW | S2_WRITE
-    return desc
+    """Make a ``ram_logdirty`` leaf ``ram_rw`` and writable; others are returned as is."""
+    return desc ^ _FLIP if desc & _MATCH_MASK == _TYPE_LOGDIRTY else desc
+
+
+def _flip_table(values: list[int], match: int) -> tuple[list[int], int]:
+    """Flip (``^ _FLIP``) every entry whose type and write bits equal ``match``.
+
+    Returns the new table and how many entries changed; the table itself when none did, so
+    the caller can skip the store. Two C-level passes (mask, count) before any Python loop.
+    """
+    masked = list(map(_MATCH_MASK.__and__, values))
+    n = masked.count(match)
+    if not n:
+        return values, 0
+    return [e ^ _FLIP if m == match else e for e, m in zip(values, masked, strict=True)], n
 
 
 def _protect_table(values: list[int]) -> tuple[list[int], int]:
     """Bulk :func:`leaf_to_logdirty` over one table; returns the new table and #changed."""
-    out = [
-        (e & _PROTECT_CLEAR) | _TYPE_LOGDIRTY if e & P2M_TYPE_MASK == _TYPE_RW and e & 1 else e
-        for e in values
-    ]
-    return out, sum(map(int.__ne__, values, out))
+    return _flip_table(values, _RW_WRITABLE)
 
 
 def _unprotect_table(values: list[int]) -> tuple[list[int], int]:
     """Bulk :func:`leaf_to_rw` over one table; returns the new table and #changed."""
-    out = [
-        (e & _PROTECT_CLEAR) | _TYPE_RW | S2_WRITE
-        if e & P2M_TYPE_MASK == _TYPE_LOGDIRTY and e & 1
-        else e
-        for e in values
-    ]
-    return out, sum(map(int.__ne__, values, out))
+    return _flip_table(values, _TYPE_LOGDIRTY)
 
 
 class P2M:
