@@ -119,12 +119,12 @@ class MMU:
         self._lru = self.tlb.lru
         self._hyp_probe: tuple[int, ...] = ()  # block sizes (shifts) of cached hyp entries
         self._hyp_page_shift = 12  # the hyp format's page size, probed first
+        self._hyp_blocks = False  # whether hyp block (not page) entries may be cached
         # True when a hit needs no bookkeeping beyond the counter (FIFO, no stale detector).
         self._plain = not stale_check and not self._lru
         # Hot counters are plain attributes; :attr:`counters` presents them with the rest.
         self.hits = 0
-        self.misses = 0
-        self.walks = 0
+        self.misses = 0  # every miss is one walk (faults are not cached, so they miss too)
         self.walk_reads = 0
         self._counts: dict[str, int] = {}
 
@@ -152,6 +152,7 @@ class MMU:
             raise RangeError(f"MMU.set_hyp: {fmt.name} is not a hyp (EL2) stage-1 format")
         self._hyp = _regime(self.mem, httbr, fmt, 0, "set_hyp")
         self._hyp_page_shift = fmt.page_shift
+        self._hyp_blocks = any(shift != fmt.page_shift for shift in self._hyp_probe)
 
     def set_stage2(self, vttbr: int, vmid: int = 0, fmt: Format = ARMV7_S2_40) -> None:
         """Select the guest's stage 2: tables at ``vttbr`` tagged ``vmid`` (VTTBR.BADDR and
@@ -200,6 +201,12 @@ class MMU:
     # -- counters ---------------------------------------------------------------------------
 
     @property
+    def walks(self) -> int:
+        """Table walks performed: one per TLB miss (a fault is never cached, so every faulting
+        access walks again)."""
+        return self.misses
+
+    @property
     def counters(self) -> dict[str, int]:
         """A snapshot: ``walks``, ``walk_reads`` (descriptors read by walks), ``hits``,
         ``misses``, ``evictions``, ``stale_hits``, and ``tlbi:<op>`` per maintenance op."""
@@ -216,7 +223,7 @@ class MMU:
 
     def reset_counters(self) -> None:
         """Zero every counter (the TLB contents are kept)."""
-        self.hits = self.misses = self.walks = self.walk_reads = 0
+        self.hits = self.misses = self.walk_reads = 0
         self.tlb.evictions = 0
         self._counts.clear()
         self.stale_hits.clear()
@@ -242,7 +249,10 @@ class MMU:
             entry = self._tlb_get(((va >> self._hyp_page_shift) << 6) | self._hyp_page_shift)
         except TypeError:
             entry = None  # not an integer: the slow path reports it
-        if entry is not None and self._plain and entry[1] & _bits.get(access, 0):
+        if entry is None:
+            if not self._hyp_blocks:  # no block entries cached: nothing else to probe
+                return self._hyp_miss(va, _bits.get(access, 0), access)
+        elif self._plain and entry[1] & _bits.get(access, 0):
             self.hits += 1
             return entry[0] | (va & entry[9])
         return self._hyp_pa_slow(va, access)
@@ -280,7 +290,6 @@ class MMU:
             raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
         geo = hyp.geo
         self.misses += 1
-        self.walks += 1
         desc, level, tbl, kind = hyp.leaf(self.mem._frames, hyp.root, va)
         if va < geo.ia_limit:
             self.walk_reads += level - geo.start + 1
@@ -299,6 +308,7 @@ class MMU:
             tlb.insert(((va >> shift) << 6) | shift, entry)
             if shift not in self._hyp_probe:
                 self._hyp_probe = tuple(sorted((*self._hyp_probe, shift)))
+                self._hyp_blocks = shift != self._hyp_page_shift or self._hyp_blocks
         if mask & a:
             return base | (va & low)
         raise FaultError(Fault("permission", level, va, access=_NAMES[a]))
@@ -465,7 +475,6 @@ class MMU:
         """Stage-2-only TLB miss: walk, cache, check (the lean twin of :meth:`_guest_miss`)."""
         geo = s2.geo
         self.misses += 1
-        self.walks += 1
         desc, level, _tbl, kind = s2.leaf(self.mem._frames, s2.root, va)
         if va < geo.ia_limit:
             self.walk_reads += level - geo.start + 1
@@ -539,7 +548,6 @@ class MMU:
 
     def _guest_miss(self, s2: _Regime, s1: _Regime | None, va: int, a: int, user: bool) -> TLBEntry:
         self.misses += 1
-        self.walks += 1
         if s1 is None:
             desc, level, _tbl, kind = s2.leaf(self.mem._frames, s2.root, va)
             if va < s2.geo.ia_limit:
