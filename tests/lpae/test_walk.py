@@ -266,6 +266,7 @@ FORMATS = [
     aarch64_s2(44),
     aarch64_s1(47, granule=16384),
     aarch64_s1(48, granule=65536),
+    aarch64_s1(42, granule=65536, regime="el2"),
 ]
 INDICES = [0, 1, 2, 3]
 UPPER = (0xF << 59) | (0x7F << 52)  # table attributes, software bits, XN/PXN/contiguous
