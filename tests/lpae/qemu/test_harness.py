@@ -263,3 +263,49 @@ def test_stage2_alone(arch: str) -> None:
     if arch == "armv7":
         with pytest.raises(ValueError, match="below 4GB"):
             mmu.translate(1 << 32)
+
+
+def test_address_translation_reaches_what_a_load_reads() -> None:
+    """The harness asks AT instructions where an access goes; check on AArch64 EL1 that a real
+    load (fetched through TTBR1 from a page the tables under test do not touch) reads the word
+    at the PA that AT reported, and takes a data abort where AT reports a fault."""
+    from unicorn import arm64_const as a64
+
+    regime = REGIMES["aarch64-el1-48"]
+    code_pa, code_va = 0xC000_0000, 0xFFFF_0000_0000_0000
+    t1_l0, t1_l1 = 0x8100_0000, 0x8100_1000
+    data = {OUT: 0, OUT + 0x1000: 0, OUT + 0x20_0000: 0}  # page, page, inside a 2MB block
+    entries = {pa + off: pa + off for pa in data for off in range(0, 0x1000, 8)}
+    entries[code_pa] = 0xD503201FF9400001  # ldr x1, [x0]; nop
+    entries[t1_l0] = t1_l1 | TABLE
+    entries[t1_l1] = code_pa | AF | BLOCK  # 1GB block holding the code page
+    tables, root = build(
+        regime,
+        l3={1: OUT | AF | PAGE, 2: (OUT + 0x1000) | AF | PAGE, 3: OUT | PAGE},
+        l2={1: OUT | AF | BLOCK},
+    )
+    frames = tables + frames_of(entries)
+    mmu = QemuMMU(regime)
+    mmu.load(frames, root)
+    uc = mmu._uc
+    tcr_el1, ttbr1_el1 = (2, 0, 3, 0, 2), (2, 0, 3, 0, 1)
+    tcr = mmu._cp(tcr_el1)
+    mmu._cp(tcr_el1, (tcr & ~(1 << 23)) | (16 << 16) | (2 << 30))  # EPD1=0, T1SZ=16, TG1=4KB
+    mmu._cp(ttbr1_el1, t1_l0)
+    seen = 0
+    for va in (0x1008, 0x2FF8, 0x20_0010, 0x3000, 0x4000):
+        at = mmu.translate(va, "read")
+        mmu._enter_el3()
+        mmu._cp((4, 0, 3, 6, 1), code_va)  # ELR_EL3
+        mmu._cp((4, 0, 3, 6, 0), 0x3C5)  # SPSR_EL3: EL1h
+        uc.reg_write(a64.UC_ARM64_REG_X0, va)
+        uc.reg_write(a64.UC_ARM64_REG_X1, 0xDEAD)
+        mmu._intr = None
+        uc.emu_start(HARNESS_PA + mmu._ret, code_va + 4)
+        if at.ok:
+            assert mmu._intr is None
+            assert uc.reg_read(a64.UC_ARM64_REG_X1) == at.pa  # the word stored at each PA
+            seen += 1
+        else:
+            assert mmu._intr is not None and mmu._intr[0] == 4  # data abort
+    assert seen == 3
