@@ -450,6 +450,15 @@ class MMU:
         The hot path for a guest with stage 1 off (a p2m-only guest): a hit costs one dict
         lookup per leaf size and builds no object."""
         s2 = self._s2
+        if self._s1 is None and s2 is not None and not user and self._plain:
+            page = s2.shifts[0]
+            try:
+                entry = self._tlb_get((2, s2.tag, page, va >> page))
+            except TypeError:
+                entry = None  # not an integer: the full path reports it
+            if entry is not None and entry[1] & _bits.get(access, 0):
+                self.hits += 1
+                return entry[0] | (va & entry[9])
         if self._s1 is None and s2 is not None and not user and not self._stale_check:
             a = _bits.get(access, 0)
             get = self._tlb_get
