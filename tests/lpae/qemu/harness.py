@@ -440,13 +440,17 @@ class QemuMMU:
             for off in range(0, len(data), PAGE):
                 contents[pa + off] = bytes(data[off : off + PAGE])
         pages = set(contents)
+        granule = self.regime.granule
         for data in contents.values():
             for (word,) in struct.iter_unpack("<Q", data):
                 if word & 3 == 3:  # a table (or page) descriptor: a walk may read there
-                    pages.add(word & self._pa_mask & ~(PAGE - 1))
-        pages.add(root & ~(PAGE - 1))
-        if s2_root is not None:
-            pages.add(s2_root & ~(PAGE - 1))
+                    target = word & self._pa_mask
+                    pages.update(range(target, target + granule, PAGE))
+        # Roots, with room for up to 16 concatenated stage-2 tables.
+        for base in (root, s2_root):
+            if base is not None:
+                start = base & ~(PAGE - 1)
+                pages.update(range(start, start + 16 * max(granule, PAGE), PAGE))
         if HARNESS_PA in pages:
             raise ValueError(f"the tables use the harness page {HARNESS_PA:#x}")
         for start, size in _runs(sorted(pages)):
