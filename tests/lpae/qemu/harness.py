@@ -48,7 +48,8 @@ How it is driven (each point was found by experiment; see the tests in ``test_ha
 
 QEMU departs from the architecture in ways the tests keep out of the comparison:
 no address-size faults (output addresses are masked to 40 bits on AArch32, 48 on AArch64),
-a level-0 block descriptor on AArch64 4KB is walked as a 512GB block, the low bits of a
+a block descriptor at a level where the granule allows none (level 0 with 4KB, levels 0-1
+with 16KB/64KB) is walked as a block, the low bits of a
 block's output address (RES0) are ORed into the result, PXN/PXNTable are ignored in the ARMv7
 hyp regime (where the architecture makes PXN RES0 anyway), and a stage-2 fault on a stage-1
 table read is reported as a translation fault at the stage-1 level (``do_fault`` overwrites the
