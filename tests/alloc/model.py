@@ -91,8 +91,8 @@ class Model:
             return None
         if self.policy == "first-fit":
             return min(fits.values())
-        if self.policy == "best-fit":
-            return min((e - s, c) for (s, e), c in fits.items())[1]
+        if self.policy == "best-fit":  # smallest usable length, then lowest address
+            return min((self.usable_len(s, e), c) for (s, e), c in fits.items())[1]
         return self._instant(fits, nr, align, nocross, lo is None and hi is None)
 
     def usable_len(self, s: int, e: int) -> int:

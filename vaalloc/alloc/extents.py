@@ -25,7 +25,8 @@ class heads
     this would be a 64-bit "non-empty" mask per group and a tiny segment tree; in CPython two
     builtin ``min()`` calls over short lists are cheaper than a Python-level tree walk.
 ``by_len``
-    for best-fit only: a sorted list of ``(raw length, start)``.
+    for best-fit only: a sorted list of ``(usable length, start)`` of the holes that can hold
+    at least one granule.
 
 Searches take constraints in *units* (granule numbers; the allocator chooses the origin):
 ``nr`` units starting at ``c`` with ``(c - phase) % align == 0``, not crossing a multiple of
@@ -187,7 +188,7 @@ class FreeIndex:
         self.start_to_end[s] = e
         self.end_to_start[e] = s
         if self.by_len is not None:
-            self.by_len.add((e - s, s))
+            self._len_add(s, e)
         if self.use_classes:
             self._class_add(s, e)
 
@@ -222,7 +223,7 @@ class FreeIndex:
         e = self.start_to_end.pop(s)
         del self.end_to_start[e]
         if self.by_len is not None:
-            self.by_len.remove((e - s, s))
+            self._len_remove(s, e)
         if self.use_classes:
             self._class_remove(s, e)
         return e
@@ -252,6 +253,23 @@ class FreeIndex:
                 self.mask &= ~(1 << k)
                 self._set_head(k, _INF)
 
+    def _usable_len(self, s: int, e: int) -> int:
+        if not self.guard:
+            return e - s
+        return e - s - (e != self.hi) - (self.guard_at_lo or s != self.lo)
+
+    def _len_add(self, s: int, e: int) -> None:
+        length = self._usable_len(s, e)
+        if length > 0:
+            assert self.by_len is not None
+            self.by_len.add((length, s))
+
+    def _len_remove(self, s: int, e: int) -> None:
+        length = self._usable_len(s, e)
+        if length > 0:
+            assert self.by_len is not None
+            self.by_len.remove((length, s))
+
     def take(self, s: int, u: int, end: int) -> None:
         """Carve the run ``[u, end)`` out of the hole starting at ``s``: the hole is removed
         and what is left on either side is re-inserted.  One call instead of three."""
@@ -261,7 +279,7 @@ class FreeIndex:
         del e_to_s[e]
         by_len = self.by_len
         if by_len is not None:
-            by_len.remove((e - s, s))
+            self._len_remove(s, e)
         classes = self.use_classes
         if classes:
             self._class_remove(s, e)
@@ -269,7 +287,7 @@ class FreeIndex:
             s_to_e[s] = u
             e_to_s[u] = s
             if by_len is not None:
-                by_len.add((u - s, s))
+                self._len_add(s, u)
             # A one- or two-granule guard remnant holds nothing when guards are on: skip the
             # call (the common case, since searches place a run right after the guard).
             if classes and (not self.guard or u - s > 1 + (self.guard_at_lo or s != self.lo)):
@@ -278,7 +296,7 @@ class FreeIndex:
             s_to_e[end] = e
             e_to_s[e] = end
             if by_len is not None:
-                by_len.add((e - end, end))
+                self._len_add(end, e)
             if classes:
                 self._class_add(end, e)
 
@@ -295,7 +313,7 @@ class FreeIndex:
         else:
             del s_to_e[s]
             if by_len is not None:
-                by_len.remove((u - s, s))
+                self._len_remove(s, u)
             if classes and (not self.guard or u - s > 1 + (self.guard_at_lo or s != self.lo)):
                 self._class_remove(s, u)
         e = s_to_e.pop(end, None)
@@ -304,13 +322,13 @@ class FreeIndex:
         else:
             del e_to_s[e]
             if by_len is not None:
-                by_len.remove((e - end, end))
+                self._len_remove(end, e)
             if classes:
                 self._class_remove(end, e)
         s_to_e[s] = e
         e_to_s[e] = s
         if by_len is not None:
-            by_len.add((e - s, s))
+            self._len_add(s, e)
         if classes:
             self._class_add(s, e)
 
@@ -454,8 +472,9 @@ class FreeIndex:
         lo_addr: int | None,
         hi_addr: int | None,
     ) -> int:
-        """Lowest start inside the smallest hole (raw length, then address) that holds the
-        request, or -1.  Needs ``by_len``."""
+        """Lowest start inside the smallest hole (by usable length, i.e. what it can hold once
+        its guards are kept; then by address) that holds the request, or -1.  Needs
+        ``by_len``."""
         by_len = self.by_len
         assert by_len is not None
         lo_a = -1 if lo_addr is None else lo_addr
@@ -565,15 +584,35 @@ class FreeIndex:
             yield s, self.start_to_end[s]
 
     def largest(self) -> int:
-        """Largest raw hole length (0 if none).  O(n) worst case; used by stats()."""
-        if self.by_len is not None:
-            return int(self.by_len[-1][0]) if self.by_len else 0
-        if self.mask:
+        """Largest raw hole length (0 if none), for stats().
+
+        The largest raw hole has a usable length within two (guard) granules of the largest
+        usable length, so only the holes of the top size classes are examined: O(log n) plus
+        those holes.  When no hole can hold a granule (all are guard remnants) every hole is
+        examined.
+        """
+        s_to_e = self.start_to_end
+        if not s_to_e:
+            return 0
+        starts: list[int] = []
+        if self.by_len:
+            top = int(self.by_len[-1][0])
+            starts = [int(s) for _, s in self.by_len.irange((top - 2, -1))]
+        elif self.mask:
             k = self.mask.bit_length() - 1
             sl = self.classes[k]
             assert sl is not None
-            return max(self.start_to_end[s] - int(s) for s in sl)
-        return max((e - s for s, e in self.start_to_end.items()), default=0)
+            top = max(self._usable_len(s, s_to_e[s]) for s in sl)
+            while k > 0 and class_lower_bound(k + 1) - 1 >= top - 2:
+                members = self.classes[k]
+                if members is not None:
+                    starts.extend(members)
+                k -= 1
+        else:
+            top = 0
+        if top <= 2:  # guard remnants (usable <= 0, in no class) may be the largest
+            return max(e - s for s, e in s_to_e.items())
+        return max(s_to_e[s] - s for s in starts)
 
     def check(self) -> str | None:
         """Describe the first broken invariant of the index structures, or return None."""
@@ -589,7 +628,11 @@ class FreeIndex:
                 return f"hole [{s}, {e}) touches or overlaps the previous one"
             prev_end = e
         if self.by_len is not None:
-            want = sorted((e - s, s) for s, e in self.start_to_end.items())
+            want = sorted(
+                (self._usable_len(s, e), s)
+                for s, e in self.start_to_end.items()
+                if self._usable_len(s, e) > 0
+            )
             if list(self.by_len) != want:
                 return "by_len disagrees with the holes"
         if self.use_classes:
