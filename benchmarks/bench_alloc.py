@@ -82,8 +82,10 @@ def run_ops(
     for i, (nr, align, pick) in enumerate(ops):
         if i & 1 and live:
             j = int(pick * len(live))
-            live[j] = live[-1]
-            free(live.pop())
+            va = live[j]
+            live[j] = live[-1]  # O(1) removal of a random element
+            live.pop()
+            free(va)
         else:
             va = alloc(nr, align)
             results.append(va)
