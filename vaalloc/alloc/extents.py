@@ -17,7 +17,8 @@ size classes
     their *size class*: one class per exact length below 64 granules, then eight classes per
     power of two (TLSF-style).  ``mask`` has bit ``k`` set when class ``k`` is non-empty.  A
     class is a plain sorted ``list`` (C-level bisect/insort; the memmove is bounded because the
-    list is promoted) until it holds 2048 holes, then a ``SortedList`` (O(log n)).
+    list is promoted) until it holds 4096 holes (a memmove of at most 32 KiB), then a
+    ``SortedList`` (O(log n)).
 class heads
     each class's lowest hole start, and the minimum of each group of 16 classes; the lowest
     start among all classes ``>= k`` (a suffix minimum) is two ``min()`` over at most 16 and
@@ -45,7 +46,7 @@ best-fit                           O(log n + m'), m' = holes skipped (near misse
                                    outside ``[lo_addr, hi_addr)``)
 instant-fit, no ``lo/hi_addr``     O(1 + log n)  (vmem's guaranteed-fit freelist)
 instant-fit fallback / window      O(C log n + m)
-add / remove a hole                O(log n + 16)  (bounded memmove below 2048 holes)
+add / remove a hole                O(log n + 16)  (memmove <= 32 KiB below 4096 holes)
 =================================  ====================================================
 """
 
@@ -70,7 +71,7 @@ _GROUP = 1 << _GROUP_SHIFT  # classes per group of the two-level head minimum
 # reaches this many holes, then a SortedList (O(log n)).  SortedList is itself built from
 # lists of about this size; skipping its bookkeeping for small classes halves the cost of the
 # allocator's hottest path.
-_PROMOTE = 2048
+_PROMOTE = 4096
 _INF = 1 << 127  # larger than any unit number
 
 
