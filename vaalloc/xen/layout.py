@@ -1,28 +1,28 @@
 """Every constant of the Xen-on-ARM32 model, in one place.
 
-The memory map is the one of Xen 4.3 (``xen/include/asm-arm/config.h`` and
-``xen/arch/arm/mm.c`` at RELEASE-4.3.0), the tree the xen-devel VLPT thread was
-written against, plus the one thing vaalloc adds: the VLPT window in the hole
-Xen leaves unused between 128MB and 256MB.  Everything else (slot indices,
-window capacity, loop address) is *derived* here from the map and the LPAE
-geometry, so a port can check its own numbers against these expressions rather
-than against the thread's, which were uncertain.
+The memory map is the one DESIGN.md fixes for the model: Xen's image at 2M-10M and
+the fixmap at 10M-12M (the layout of later Xen trees' ``config.h``), and the rest as in
+Xen 4.3/4.4 (``xen/include/asm-arm/config.h`` and ``xen/arch/arm/mm.c`` at RELEASE-4.3.0),
+the tree the xen-devel VLPT thread was written against, plus the one thing vaalloc adds:
+the VLPT window in the hole Xen leaves unused between 128MB and 256MB.  Everything else
+(slot indices, window capacity, loop address) is *derived* here from the map and the LPAE
+geometry, so a port can check its own numbers against these expressions rather than
+against the thread's, which were uncertain.
 
 Hyp virtual address map (32-bit VA, HTTBR, three LPAE levels)::
 
     0x00000000 -   2M   unmapped
-    0x00200000 -   4M   Xen text, data, bss          (xen_xenmap, 4KB pages)
-    0x00400000 -   6M   fixmap                        (xen_fixmap, 4KB pages)
-    0x00600000 -   8M   boot misc (FDT, relocation)
+    0x00200000 -  10M   Xen text, data, bss          (xen_xenmap, 4KB pages)
+    0x00A00000 -  12M   fixmap                        (xen_fixmap, 4KB pages)
+    0x00C00000 -  14M   boot misc (FDT, relocation)
     0x02000000 - 128M   frametable
     0x08000000 - 256M   VLPT window    <- vaalloc     (xen_second[64..127])
     0x10000000 -   1G   vmap                          (xen_vmap allocator)
     0x40000000 -   2G   xenheap                       (2MB blocks)
     0x80000000 -   4G   domheap, per CPU              (xen_dommap, 1024 x 2MB)
 
-DESIGN.md lists "2M-10M Xen, 10-12M fixmap", which is the layout of later
-Xen trees; the 4.3 numbers used here differ only below 12MB and nothing in
-the VLPT design depends on them.
+Xen 4.3 itself put the image at 2M-4M and the fixmap at 4M-6M; DESIGN.md's contract
+wins here, and nothing in the VLPT design depends on what lies below 12MB.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ HYP_VA_END: Final = 1 << HYP_VA_BITS
 MB: Final = 1 << 20
 GB: Final = 1 << 30
 
-# --- The hyp virtual address map (Xen 4.3, arm32) ------------------------------------------
+# --- The hyp virtual address map (DESIGN.md; Xen 4.3 above 12MB) ------------------------------------------
 XEN_VIRT_START: Final = 0x0020_0000
-XEN_VIRT_END: Final = 0x0040_0000
-FIXMAP_VIRT_START: Final = 0x0040_0000
-FIXMAP_VIRT_END: Final = 0x0060_0000
-BOOT_MISC_VIRT_START: Final = 0x0060_0000
-BOOT_MISC_VIRT_END: Final = 0x0080_0000
+XEN_VIRT_END: Final = 0x00A0_0000
+FIXMAP_VIRT_START: Final = 0x00A0_0000
+FIXMAP_VIRT_END: Final = 0x00C0_0000
+BOOT_MISC_VIRT_START: Final = 0x00C0_0000
+BOOT_MISC_VIRT_END: Final = 0x00E0_0000
 FRAMETABLE_VIRT_START: Final = 0x0200_0000
 FRAMETABLE_VIRT_END: Final = 0x0800_0000
 VLPT_VIRT_START: Final = 0x0800_0000  # 128MB: the hole Xen leaves unused
