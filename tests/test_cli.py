@@ -46,3 +46,16 @@ def test_bad_options_end_in_one_line_and_nonzero_status(argv: list[str]) -> None
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(("vaalloc", "usage"))
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    # ``vaalloc layout | head -1``: the reader leaves early; the command must end quietly.
+    proc = subprocess.run(
+        f"{sys.executable} -m vaalloc.cli layout 4G 4G 4G | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stdout) == 10

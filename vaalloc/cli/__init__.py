@@ -10,6 +10,7 @@ it refuses is reported the same way (status 2).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,3 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VAAllocError as exc:
         print(f"vaalloc {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``vaalloc layout | head``): not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

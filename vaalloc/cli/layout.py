@@ -151,7 +151,7 @@ def _holes(window: Any) -> list[tuple[int, int]]:
 
 
 def _text(rows: list[dict[str, Any]], slots: dict[str, Any]) -> str:
-    out = ["Xen ARM32 hyp virtual memory map (Xen 4.3, 32-bit VA through HTTBR)", ""]
+    out = ["Xen ARM32 hyp virtual memory map (32-bit VA through HTTBR)", ""]
     out.append(f"  {'start':>10}  {'end':>11}  {'size':>6}  {'region':<18} {'xen_second':>12}")
     for r in rows:
         a, b = r["slots"]
