@@ -67,10 +67,10 @@ __all__ = ["FreeIndex", "class_lower_bound", "fit_in", "size_class"]
 _EXACT = 64  # lengths below this have a class of their own
 _GROUP_SHIFT = 4
 _GROUP = 1 << _GROUP_SHIFT  # classes per group of the two-level head minimum
-# A class holds a plain sorted list (C-level bisect/insort, O(1) bounded memmove) until it
-# reaches this many holes, then a SortedList (O(log n)).  SortedList is itself built from
-# lists of about this size; skipping its bookkeeping for small classes halves the cost of the
-# allocator's hottest path.
+# A class holds a plain sorted list (C-level bisect/insort, a memmove bounded by this size)
+# until it reaches this many holes, then a SortedList (O(log n)).  SortedList is itself a list
+# of such lists (of about a thousand entries); skipping its per-call bookkeeping for the
+# classes that fit in one list halves the cost of the allocator's hottest path.
 _PROMOTE = 4096
 _INF = 1 << 127  # larger than any unit number
 
