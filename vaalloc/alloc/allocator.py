@@ -658,7 +658,7 @@ class RangeAllocator:
             return child
 
     def children(self) -> list[RangeAllocator]:
-        """Live carved children, by address."""
+        """Live carved children, by address (for walking a carve tree).  O(c log c)."""
         with self._lock:
             return [self._children[u] for u in sorted(self._children)]
 
