@@ -34,7 +34,13 @@ def test_arm32_vmap_geometry_and_first_alloc() -> None:
 
 def test_bitmap_pages_are_used_and_not_freeable() -> None:
     x = RangeAllocator.xen_vmap(VMAP_START, VMAP_END)
-    assert x.stats().used == 6
+    stats = x.stats()
+    # Past vm_top nothing is mapped yet, but it is free: one hole from bit 6 to vm_end.
+    assert (stats.total, stats.used, stats.free) == (196608, 6, 196602)
+    assert (stats.largest_free, stats.holes, stats.live) == (196602, 1, 0)
+    x.alloc(32768 - 8)  # fills the first bitmap page's reach exactly: [7, 32767)
+    # Holes [6, 7) and [32767, vm_end): the bits past vm_top continue the last hole.
+    assert (x.stats().holes, x.stats().largest_free, x.vm_top) == (2, 196608 - 32767, 32768)
     for page in range(7):
         with pytest.raises(InvalidFree):
             x.free(VMAP_START + page * PAGE)
