@@ -136,6 +136,25 @@ def guest_setup(
     return mem, p2m, mmu
 
 
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("replacement", ["fifo", "lru"])
+def test_guest_entries_follow_the_replacement_rule(replacement: str, stale: bool) -> None:
+    # The guest paths (the lean one, and the full one the stale detector uses) must evict as
+    # the TLB's rule says: FIFO ignores hits, LRU refreshes on a hit.
+    mem = PhysicalMemory(40)
+    p2m = PageTable(mem, ARMV7_S2_40)
+    p2m.map(RAM, 0x1_0000_0000, 3 * PAGE, S2Attrs())
+    mmu = MMU(mem, TLB(2, replacement=replacement), stale_check=stale)
+    mmu.set_stage2(p2m.root, 1)
+    for ipa in (RAM, RAM + PAGE, RAM, RAM + 2 * PAGE):
+        mmu.guest_pa(ipa)
+    assert mmu.counters["evictions"] == 1
+    survivor = RAM + PAGE if replacement == "fifo" else RAM
+    before = mmu.counters["hits"]
+    mmu.guest_pa(survivor)
+    assert mmu.counters["hits"] == before + 1
+
+
 def test_vmid_tags_keep_guests_apart() -> None:
     _, p2m, mmu = guest_setup()
     for vmid in (1, 2, 1, 2):

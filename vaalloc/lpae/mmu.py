@@ -533,7 +533,8 @@ class MMU:
             for key in keys:
                 entry = entries.get(key)
                 if entry is not None:
-                    entries.move_to_end(key)
+                    if self._lru:  # FIFO replacement ignores hits
+                        entries.move_to_end(key)
                     self.hits += 1
                     if self.stale_check:
                         self._check_guest_hit(va, entry, access, user)
