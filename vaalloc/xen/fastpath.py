@@ -27,8 +27,8 @@ _ACCESS = {"read": 1, "write": 2, "exec": 4}
 def s2_probe(mmu: MMU, ipa: int) -> TLBEntry | None:
     """The cached stage-2 entry translating ``ipa`` on ``mmu``, or None (a miss, not counted).
 
-    A hit is counted and refreshed (LRU), as in ``MMU.guest_pa``. The caller guarantees that a
-    stage 2 is loaded, stage 1 is off and ``ipa`` is in range.
+    A hit is counted (and refreshed, under LRU replacement), as in ``MMU.guest_pa``. The
+    caller guarantees that a stage 2 is loaded, stage 1 is off and ``ipa`` is in range.
     """
     s2 = mmu._s2
     assert s2 is not None
@@ -38,7 +38,8 @@ def s2_probe(mmu: MMU, ipa: int) -> TLBEntry | None:
         key = _S2_KEY(vmid, ipa, shift)
         entry = entries.get(key)
         if entry is not None:
-            entries.move_to_end(key)
+            if mmu.tlb.lru:  # FIFO replacement does not reorder on a hit
+                entries.move_to_end(key)
             mmu.hits += 1
             return entry
     return None

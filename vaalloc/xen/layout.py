@@ -48,7 +48,7 @@ HYP_VA_END: Final = 1 << HYP_VA_BITS
 MB: Final = 1 << 20
 GB: Final = 1 << 30
 
-# --- The hyp virtual address map (DESIGN.md; Xen 4.3 above 12MB) ------------------------------------------
+# --- The hyp virtual address map (DESIGN.md; Xen 4.3 above 12MB) ---------------------------
 XEN_VIRT_START: Final = 0x0020_0000
 XEN_VIRT_END: Final = 0x00A0_0000
 FIXMAP_VIRT_START: Final = 0x00A0_0000

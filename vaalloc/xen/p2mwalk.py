@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError, MappingError, RangeError
-from vaalloc.lpae import MMU, PageTable, S1Attrs, aarch64_s1
+from vaalloc.lpae import MMU, TLB, PageTable, S1Attrs, aarch64_s1
 from vaalloc.xen.layout import (
     DESC_ADDR_MASK,
     P2M_RAM_LOGDIRTY,
@@ -41,7 +41,6 @@ from vaalloc.xen.layout import (
     SECOND_SHIFT,
 )
 from vaalloc.xen.p2m import is_block, is_table
-from vaalloc.xen.tlbindex import VmidIndexedTLB
 from vaalloc.xen.vlpt import P2MLookup
 
 if TYPE_CHECKING:
@@ -227,7 +226,7 @@ class DirectMapWalk(DomheapWalk):
         capacity = xen.mmus[0].tlb.capacity
         self.mmus64: list[MMU] = []
         for _ in range(xen.cpus):
-            mmu = MMU(mem, tlb=VmidIndexedTLB(capacity), stale_check=xen.mmus[0].stale_check)
+            mmu = MMU(mem, tlb=TLB(capacity), stale_check=xen.mmus[0].stale_check)
             mmu.set_hyp(httbr=self.directmap.root, fmt=XEN64_S1)
             self.mmus64.append(mmu)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
 from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, Fault, FaultError, PageTable, PhysicalMemory
 from vaalloc.lpae.mmu import MMU, StaleHit
+from vaalloc.lpae.tlb import TLB
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
 from vaalloc.xen.fastpath import s2_fill, s2_probe
@@ -27,7 +28,6 @@ from vaalloc.xen.logdirty import LogDirty
 from vaalloc.xen.p2m import P2M
 from vaalloc.xen.pagetables import XenPageTables
 from vaalloc.xen.sched import context_switch
-from vaalloc.xen.tlbindex import VmidIndexedTLB
 from vaalloc.xen.vlpt import P2MLookup, PartitionedVLPT
 from vaalloc.xen.vmap import Vmap
 
@@ -37,7 +37,7 @@ _STRATEGIES = {"partitioned": PartitionedVLPT}
 
 
 def _make_mmu(mem: PhysicalMemory, tlb_entries: int, stale_check: bool) -> MMU:
-    return MMU(mem, tlb=VmidIndexedTLB(tlb_entries), stale_check=stale_check)
+    return MMU(mem, tlb=TLB(tlb_entries), stale_check=stale_check)
 
 
 class Xen:
