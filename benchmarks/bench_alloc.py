@@ -178,7 +178,7 @@ def index_bytes_per_hole(granules: int) -> tuple[float, int]:
         lo, hi, guard=True, guard_at_lo=True, use_classes=True, use_by_len=False, max_length=hi
     )
     for s, e in holes:
-        idx.add(s, e)
+        idx.add(s + 0, e + 0)  # fresh int objects, as a live allocator's holes have
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (after - before) / max(len(holes), 1), len(holes)
