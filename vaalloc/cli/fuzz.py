@@ -71,9 +71,8 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 def _show(r: CampaignResult) -> None:
     status = "ok" if r.failure is None else "FAILED"
-    print(
-        f"{r.target:<22} {status:<6} {r.examples:>6} examples {r.steps:>8} steps {r.seconds:>8.2f} s"
-    )
+    counts = f"{r.examples:>6} examples {r.steps:>8} steps {r.seconds:>8.2f} s"
+    print(f"{r.target:<22} {status:<6} {counts}")
     if r.failure is not None:
         print(f"\nreproducer (seed {r.seed}, found after {r.found_after} examples):")
         print(r.failure)

@@ -143,12 +143,12 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
             self._free_not_a_run(offset)
 
         sizes = request_sizes(cls.max_granules)
-        cls.setup = initialize(region=regions(cls.policy, cls.max_granules))(setup)  # type: ignore[attr-defined]
-        cls.alloc = rule(target=cls.addresses, nr=sizes, align=alignments(cls.policy))(alloc)  # type: ignore[attr-defined]
-        cls.free = rule(address=consumes(cls.addresses))(free)  # type: ignore[attr-defined]
+        cls.setup = initialize(region=regions(cls.policy, cls.max_granules))(setup)
+        cls.alloc = rule(target=cls.addresses, nr=sizes, align=alignments(cls.policy))(alloc)
+        cls.free = rule(address=consumes(cls.addresses))(free)
         if cls.check_refusals:
             offsets = st.integers(-2, cls.max_granules + 2)
-            cls.free_not_a_run = rule(offset=offsets)(free_not_a_run)  # type: ignore[attr-defined]
+            cls.free_not_a_run = rule(offset=offsets)(free_not_a_run)
 
     # -- to override --------------------------------------------------------------------------
 

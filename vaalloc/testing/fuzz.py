@@ -108,10 +108,10 @@ def run_machine(
 
     The reproducer is what hypothesis attaches to the failure (``state = ...`` lines of the
     shrunk example) followed by the failure's own message."""
-    machine._hypothesis_internal_use_seed = seed  # type: ignore[attr-defined]
+    machine._hypothesis_internal_use_seed = seed
     try:
-        run_state_machine_as_test(machine, settings=machine_settings(examples, steps))
-    except (AssertionError, HypothesisException, Exception) as exc:  # noqa: BLE001 - reported
+        run_state_machine_as_test(machine, settings=machine_settings(examples, steps))  # type: ignore[no-untyped-call]
+    except (AssertionError, HypothesisException, Exception) as exc:
         notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("Explanation")]
         message = f"{type(exc).__name__}: {exc}"
         return "\n".join([*notes, message])
@@ -138,7 +138,7 @@ def run_campaign(
     batch_seed = seed
     while failure is None:
         machine = TARGETS[target]()
-        machine.run_stats = stats  # type: ignore[attr-defined]
+        machine.run_stats = stats
         if seconds is None:
             failure = run_machine(machine, examples or 100, batch_seed)
             break

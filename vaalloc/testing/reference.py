@@ -20,6 +20,16 @@ from vaalloc.alloc.extents import class_lower_bound, size_class
 __all__ = ["IntervalModel", "PlainXenVmap"]
 
 
+def _bytes_for(bits: int) -> int:
+    """Bytes of bitmap holding ``bits`` bits (Xen's ``DIV_ROUND_UP(bits, 8)``)."""
+    return (bits + 7) // 8
+
+
+def _pfn_up(nbytes: int, page: int) -> int:
+    """Pages holding ``nbytes`` bytes (Xen's ``PFN_UP``)."""
+    return (nbytes + page - 1) // page
+
+
 class PlainXenVmap:
     """Xen's vmap allocator for one region ``[start, end)`` of ``granule``-byte bits.
 
@@ -33,8 +43,8 @@ class PlainXenVmap:
         self.used: set[int] = set()
         # vm_init_type(): the bitmap itself occupies the first vm_low pages of the region.
         self.vm_end = (end - start) // granule
-        self.vm_low = -(-(-(-self.vm_end // 8)) // granule)
-        self.vm_top = min(-(-(-(-self.vm_low // 8)) // granule) * granule * 8, self.vm_end)
+        self.vm_low = _pfn_up(_bytes_for(self.vm_end), granule)
+        self.vm_top = min(_pfn_up(_bytes_for(self.vm_low), granule) * granule * 8, self.vm_end)
         self.used.update(range(min(self.vm_low, self.vm_end)))
 
     def _next_used(self, size: int, offset: int) -> int:

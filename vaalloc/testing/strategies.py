@@ -20,8 +20,8 @@ import hypothesis.strategies as st
 __all__ = [
     "AllocOp",
     "Region",
-    "alloc_requests",
     "alignments",
+    "alloc_requests",
     "op_traces",
     "regions",
 ]

@@ -84,10 +84,12 @@ class PageTableModelMachine(RuleBasedStateMachine):
         self.steps += 1
         try:
             call()  # type: ignore[operator]
-        except MappingError:
+        except MappingError as exc:
             self.trace.append(f"{what} -> MappingError")
             if expect_ok:
-                raise self._mismatch(f"{what}: refused, the model expected it to succeed")
+                raise self._mismatch(
+                    f"{what}: refused ({exc}), the model expected success"
+                ) from exc
             return False
         self.trace.append(f"{what} -> ok")
         if not expect_ok:
