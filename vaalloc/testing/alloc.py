@@ -114,7 +114,9 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
 
     Override :meth:`make_adapter`.  The rules are built per subclass from these attributes
     (``__init_subclass__``), so the printed reproducer reads
-    ``state.alloc(nr=3, align=1)``, ``state.free(address=addresses_0)``.
+    ``state.alloc(nr=3, align=1)``, ``state.free(address=addresses_0)``;
+    ``state.alloc_exact(hole=1, slack=0)`` asks for exactly what the second free hole holds
+    (plus ``slack``), the size shown in the trace.
     """
 
     policy: ClassVar[str] = XEN_VMAP
@@ -136,6 +138,9 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
         def alloc(self: DifferentialAllocatorMachine, nr: int, align: int) -> object:
             return self._alloc(nr, align)
 
+        def alloc_exact(self: DifferentialAllocatorMachine, hole: int, slack: int) -> object:
+            return self._alloc_exact(hole, slack)
+
         def free(self: DifferentialAllocatorMachine, address: int) -> None:
             self._free(address)
 
@@ -145,6 +150,9 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
         sizes = request_sizes(cls.max_granules)
         cls.setup = initialize(region=regions(cls.policy, cls.max_granules))(setup)
         cls.alloc = rule(target=cls.addresses, nr=sizes, align=alignments(cls.policy))(alloc)
+        cls.alloc_exact = rule(
+            target=cls.addresses, hole=st.integers(0, 8), slack=st.sampled_from([0, 1, -1])
+        )(alloc_exact)
         cls.free = rule(address=consumes(cls.addresses))(free)
         if cls.check_refusals:
             offsets = st.integers(-2, cls.max_granules + 2)
@@ -211,6 +219,42 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
             raise self._mismatch(f"{step}: port returned {_show(got)}, vaalloc {_show(want)}")
         self._compare_hints(step)
         return multiple() if want is None else want
+
+    def _holes(self) -> list[tuple[int, int]]:
+        """Free intervals ``[s, e)`` in granules from the region's start, as vaalloc sees them
+        (for xen_vmap the bitmap's own pages at the bottom count as used)."""
+        assert self.oracle is not None
+        g, base = self.region.granule, self.region.start
+        lo = 0
+        if self.policy == XEN_VMAP:
+            lo = ((self.region.granules + 7) // 8 + g - 1) // g  # PFN_UP(DIV_ROUND_UP(bits, 8))
+        holes, cursor = [], lo
+        for va, nr in self.oracle.allocations():
+            u = (va - base) // g
+            if u > cursor:
+                holes.append((cursor, u))
+            cursor = u + nr
+        if cursor < self.region.granules:
+            holes.append((cursor, self.region.granules))
+        return holes
+
+    def _alloc_exact(self, hole: int, slack: int) -> object:
+        """Ask for exactly what one hole holds, plus ``slack`` (-1, 0 or 1) granules.
+
+        Holes are counted between vaalloc's live runs; what a hole holds is its length less
+        a guard granule at each side that has a neighbour (xen_vmap: always one before, and
+        one after unless the hole ends the region).  Exact fits and one-too-many are where
+        fit tests go wrong (``<`` against ``<=``), and random sizes almost never hit them."""
+        holes = self._holes()
+        if not holes:
+            return multiple()
+        s, e = holes[hole % len(holes)]
+        end = self.region.granules
+        guards = 1 + (e != end) if self.policy == XEN_VMAP else (s != 0) + (e != end)
+        nr = e - s - guards + slack
+        if nr < 1:
+            return multiple()
+        return self._alloc(nr, 1)
 
     def _free(self, address: int) -> None:
         assert self.oracle is not None and self.port is not None

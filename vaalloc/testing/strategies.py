@@ -73,10 +73,14 @@ def regions(policy: str = "first-fit", max_granules: int = 400) -> st.SearchStra
 
         @st.composite
         def xen(draw: st.DrawFn) -> Region:
-            granule = draw(st.sampled_from([16, 32, 64]))
+            granule = draw(st.sampled_from([16, 16, 32, 64]))
             step = granule * 8
             size = draw(st.integers(1, max_granules))
-            if step <= max_granules and draw(st.booleans()):
+            shape = draw(st.integers(0, 2))
+            if step < max_granules and shape == 1:
+                # Beyond the first bitmap page: vm_top must grow before the region fills.
+                size = draw(st.integers(step + 1, max_granules))
+            elif step <= max_granules and shape == 2:
                 # Just around a bitmap page boundary: the last page partial, full, or one over.
                 near = draw(st.integers(1, max_granules // step)) * step
                 size = draw(st.integers(max(1, near - 3), min(max_granules, near + 3)))
