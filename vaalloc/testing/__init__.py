@@ -30,6 +30,14 @@ from vaalloc.testing.alloc import (
 )
 from vaalloc.testing.reference import IntervalModel, PlainXenVmap
 from vaalloc.testing.strategies import AllocOp, Region, alloc_requests, op_traces, regions
+from vaalloc.testing.walk import (
+    RawTables,
+    WalkMismatch,
+    check_walker,
+    raw_tables,
+    walk_cases,
+    walker_test,
+)
 
 __all__ = [
     "AllocOp",
@@ -38,10 +46,16 @@ __all__ = [
     "IntervalModel",
     "PlainXenVmap",
     "PortMismatch",
+    "RawTables",
     "Region",
     "RunStats",
+    "WalkMismatch",
     "alloc_requests",
+    "check_walker",
     "op_traces",
+    "raw_tables",
     "reference_allocator",
     "regions",
+    "walk_cases",
+    "walker_test",
 ]
