@@ -8,15 +8,20 @@ import sys
 from typing import ClassVar
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 
-from vaalloc.errors import RangeError
+from vaalloc.errors import OutOfSpace, RangeError
 from vaalloc.testing import (
+    AllocOp,
     DifferentialAllocatorMachine,
     IntervalModel,
     PlainXenVmap,
     Region,
     RunStats,
+    alloc_requests,
+    op_traces,
+    reference_allocator,
+    regions,
 )
 from vaalloc.testing.fuzz import TARGETS, run_campaign, run_machine
 
@@ -123,3 +128,32 @@ def test_subclass_must_name_a_known_policy_and_override_make_adapter() -> None:
     lazy = type("Lazy", (DifferentialAllocatorMachine,), {"max_granules": 8})
     failure = run_machine(lazy, 3, seed=0)
     assert failure is not None and "must override make_adapter" in failure
+
+
+@given(region=regions("xen_vmap", 300), trace=op_traces(300, "xen_vmap", max_ops=40))
+def test_whole_traces_replay_identically_on_the_plain_port_and_vaalloc(
+    region: Region, trace: list[AllocOp]
+) -> None:
+    # The trace form of the kit, for ports driven in batches (one C call per trace).
+    plain = PlainXenVmap(region.start, region.end, region.granule)
+    oracle = reference_allocator("xen_vmap", region)
+    live: list[int] = []
+    for op in trace:
+        if op.kind == "alloc":
+            try:
+                want: int | None = oracle.alloc(op.a, op.b)
+            except OutOfSpace:
+                want = None
+            assert plain.alloc(op.a, op.b) == want, (op, region)
+            if want is not None:
+                live.append(want)
+        elif live:
+            va = live.pop(op.a % len(live))
+            assert plain.free(va) == oracle.free(va)
+        assert (plain.vm_low, plain.vm_top) == (oracle.vm_low, oracle.vm_top)
+
+
+@given(alloc_requests(64, "first-fit"))
+def test_requests_are_valid_for_every_policy(request: tuple[int, int]) -> None:
+    nr, align = request
+    assert 1 <= nr <= 64 + 8 and align >= 1 and align & (align - 1) == 0
