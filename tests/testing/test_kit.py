@@ -123,7 +123,7 @@ def test_the_strategies_reach_growth_exhaustion_and_the_last_granule() -> None:
 
 
 def test_subclass_must_name_a_known_policy_and_override_make_adapter() -> None:
-    with pytest.raises(ValueError, match="policy='next-fit'"):
+    with pytest.raises(RangeError, match="policy='next-fit'"):
         type("Bad", (DifferentialAllocatorMachine,), {"policy": "next-fit"})
     lazy = type("Lazy", (DifferentialAllocatorMachine,), {"max_granules": 8})
     failure = run_machine(lazy, 3, seed=0)

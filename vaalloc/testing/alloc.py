@@ -35,8 +35,8 @@ from hypothesis.stateful import (
 )
 
 from vaalloc.alloc import RangeAllocator
-from vaalloc.errors import InvalidFree, OutOfSpace
-from vaalloc.testing.strategies import XEN_VMAP, Region, alignments, regions
+from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
+from vaalloc.testing.strategies import XEN_VMAP, Region, alignments, regions, request_sizes
 
 __all__ = [
     "POLICIES",
@@ -90,17 +90,6 @@ def reference_allocator(policy: str, region: Region) -> RangeAllocator:
     return RangeAllocator(region.start, region.end, region.granule, policy, True, name="oracle")
 
 
-def request_sizes(max_granules: int) -> st.SearchStrategy[int]:
-    """Run lengths: small ones, up to a quarter, up to all of the region, and too many."""
-    quarter = max(2, max_granules // 4)
-    return (
-        st.integers(1, 8)
-        | st.integers(1, quarter)
-        | st.integers(quarter, max_granules)
-        | st.integers(max_granules, max_granules + 8)
-    )
-
-
 class DifferentialAllocatorMachine(RuleBasedStateMachine):
     """Base class: every alloc and free is made on your port and on vaalloc, and compared.
 
@@ -112,7 +101,8 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
     * ``check_refusals``: also free addresses that start no live run and expect 0 (default
       True; set False if your port asserts on a bad free).
 
-    Override :meth:`make_adapter`.  The rules are built per subclass from these attributes
+    Override :meth:`make_adapter`.  Defining a subclass with an unknown ``policy`` raises
+    :class:`~vaalloc.errors.RangeError`.  The rules are built per subclass from these attributes
     (``__init_subclass__``), so the printed reproducer reads
     ``state.alloc(nr=3, align=1)``, ``state.free(address=addresses_0)``;
     ``state.alloc_exact(hole=1, slack=0)`` asks for exactly what the second free hole holds
@@ -129,7 +119,7 @@ class DifferentialAllocatorMachine(RuleBasedStateMachine):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.policy not in POLICIES:
-            raise ValueError(f"{cls.__name__}.policy={cls.policy!r}: expected one of {POLICIES}")
+            raise RangeError(f"{cls.__name__}.policy={cls.policy!r}: expected one of {POLICIES}")
 
         # Rules are thin named wrappers so the reproducer reads state.alloc(nr=..., align=...).
         def setup(self: DifferentialAllocatorMachine, region: Region) -> None:

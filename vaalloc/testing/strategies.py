@@ -24,6 +24,7 @@ __all__ = [
     "alloc_requests",
     "op_traces",
     "regions",
+    "request_sizes",
 ]
 
 XEN_VMAP = "xen_vmap"
@@ -95,19 +96,24 @@ def regions(policy: str = "first-fit", max_granules: int = 400) -> st.SearchStra
     )
 
 
-def alloc_requests(
-    max_granules: int = 400, policy: str = "first-fit"
-) -> st.SearchStrategy[tuple[int, int]]:
-    """``(nr, align)`` pairs: small runs, runs of up to a quarter and up to the whole of a
-    region of ``max_granules`` (fragmentation and exhaustion), and a few that can never fit."""
+def request_sizes(max_granules: int = 400) -> st.SearchStrategy[int]:
+    """Run lengths for a region of up to ``max_granules``: small runs (most real traffic), up to
+    a quarter and up to all of the region (fragmentation, exhaustion), and a few granules more
+    than the region holds (refusal)."""
     quarter = max(2, max_granules // 4)
-    nr = (
+    return (
         st.integers(1, 8)
         | st.integers(1, quarter)
         | st.integers(quarter, max_granules)
         | st.integers(max_granules, max_granules + 8)
     )
-    return st.tuples(nr, alignments(policy))
+
+
+def alloc_requests(
+    max_granules: int = 400, policy: str = "first-fit"
+) -> st.SearchStrategy[tuple[int, int]]:
+    """``(nr, align)`` pairs: :func:`request_sizes` with :func:`alignments`."""
+    return st.tuples(request_sizes(max_granules), alignments(policy))
 
 
 def op_traces(
