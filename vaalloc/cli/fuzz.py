@@ -29,6 +29,7 @@ TARGET_NAMES = (
     "pagetable-armv7-s2",
     "pagetable-aarch64-s1",
     "pagetable-aarch64-s2",
+    "walk-armv7-s1",
 )
 
 

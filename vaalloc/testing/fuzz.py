@@ -8,7 +8,9 @@ Targets (:data:`TARGETS`):
 * ``xen-vmap``: ``RangeAllocator.xen_vmap`` against
   :class:`~vaalloc.testing.reference.PlainXenVmap`, Xen's loop statement by statement (the
   hints ``vm_low``/``vm_top`` compared too);
-* ``pagetable-<format>``: ``PageTable`` map/unmap/protect and walks against a dict model.
+* ``pagetable-<format>``: ``PageTable`` map/unmap/protect and walks against a dict model;
+* ``walk-armv7-s1``: vaalloc's walk of random raw tables (loops, AF=0, blocks everywhere...)
+  against :func:`~vaalloc.testing.reference.plain_hyp_walker`.
 
 A campaign runs for a number of examples or of seconds (in batches of examples, each batch
 with the next seed), stops at the first failure, and returns a :class:`CampaignResult` with the
@@ -31,6 +33,7 @@ from vaalloc.testing.alloc import AllocatorAdapter, DifferentialAllocatorMachine
 from vaalloc.testing.reference import IntervalModel, PlainXenVmap
 from vaalloc.testing.strategies import XEN_VMAP, Region
 from vaalloc.testing.tables import FORMATS, PageTableModelMachine
+from vaalloc.testing.walk import WalkMachine
 
 __all__ = ["TARGETS", "CampaignResult", "run_campaign"]
 
@@ -55,12 +58,17 @@ def _table_machine(fmt_name: str) -> type[RuleBasedStateMachine]:
     return type(name, (PageTableModelMachine,), {"fmt": FORMATS[fmt_name]})
 
 
+def _walk_machine() -> type[RuleBasedStateMachine]:
+    return type("Fuzz_walk_armv7_s1", (WalkMachine,), {})
+
+
 TARGETS: dict[str, Callable[[], type[RuleBasedStateMachine]]] = {
     "alloc-first-fit": lambda: _alloc_machine("first-fit"),
     "alloc-best-fit": lambda: _alloc_machine("best-fit"),
     "alloc-instant-fit": lambda: _alloc_machine("instant-fit"),
     "xen-vmap": lambda: _alloc_machine(XEN_VMAP),
     **{f"pagetable-{n}": (lambda n=n: _table_machine(n)) for n in FORMATS},  # type: ignore[misc]
+    "walk-armv7-s1": _walk_machine,
 }
 """Campaign name -> factory of a fresh machine class (fresh counters per run)."""
 

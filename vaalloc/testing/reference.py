@@ -11,13 +11,16 @@ None`` and ``free(address) -> granules``.
   ``vm_alloc`` leaves ``vm_top`` where it was, and ``vm_top`` never passes ``vm_end``).
 * :class:`IntervalModel`: the generic policies (first-fit, best-fit, instant-fit) with guard
   granules, as a dict of live runs and a scan of every hole.
+* :func:`plain_hyp_walker`: the ARMv7 hyp stage-1 walk, for :mod:`vaalloc.testing.walk`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vaalloc.alloc.extents import class_lower_bound, size_class
 
-__all__ = ["IntervalModel", "PlainXenVmap"]
+__all__ = ["IntervalModel", "PlainXenVmap", "plain_hyp_walker"]
 
 
 def _bytes_for(bits: int) -> int:
@@ -205,3 +208,44 @@ class IntervalModel:
     def free(self, address: int) -> int:
         """Granules of the live run starting at ``address`` (then free), 0 if there is none."""
         return self.live.pop(address // self.granule, 0)
+
+
+HYP_SHIFTS = {1: 30, 2: 21, 3: 12}
+OA_EXCESS_40 = 0xFF << 40  # output bits 47:40: beyond a 40-bit output size
+OA_MASK_40 = 0xFF_FFFF_F000  # output address bits 39:12
+
+
+def plain_hyp_walker(
+    read64: Callable[[int], int], root: int, va: int, access: str
+) -> int | tuple[str, int]:
+    """ARMv7 LPAE hyp stage 1 (HTTBR: 32-bit VA, 40-bit PA, levels 1-3), written from the ARM
+    ARM as a port into Xen would write it, independently of :mod:`vaalloc.lpae.walk`.
+
+    Returns the PA, or ``(fault kind, level)``.  Hyp rules: AP[2] alone makes a leaf
+    read-only (AP[1] and PXN mean nothing at PL2), APTable[1] makes everything below
+    read-only, XN and XNTable forbid execution.  The walker interface of
+    :func:`vaalloc.testing.walk.check_walker`; O(3) reads.
+    """
+    table = root
+    read_only = execute_never = False
+    for level in (1, 2, 3):
+        index = (va >> HYP_SHIFTS[level]) & (3 if level == 1 else 511)
+        desc = read64(table + index * 8)
+        if not desc & 1 or (level == 3 and not desc & 2):
+            return ("translation", level)
+        if desc & OA_EXCESS_40:
+            return ("address-size", level)
+        if level < 3 and desc & 2:  # a table: fold in APTable[1] and XNTable, go down
+            read_only |= bool(desc >> 62 & 1)
+            execute_never |= bool(desc >> 60 & 1)
+            table = desc & OA_MASK_40
+            continue
+        if not desc >> 10 & 1:
+            return ("access-flag", level)
+        read_only |= bool(desc >> 7 & 1)
+        execute_never |= bool(desc >> 54 & 1)
+        if (access == "write" and read_only) or (access == "exec" and execute_never):
+            return ("permission", level)
+        size = 1 << HYP_SHIFTS[level]
+        return (desc & OA_MASK_40 & ~(size - 1)) | (va & (size - 1))
+    raise AssertionError("a level-3 descriptor always ends the walk")

@@ -18,15 +18,20 @@ Your walker is a function ``walker(read64, root, va, access) -> pa | (kind, leve
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import hypothesis.strategies as st
 from hypothesis import given
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from vaalloc.lpae import ARMV7_S1, Fault, Format, PhysicalMemory, Translation
 from vaalloc.lpae.walk import walk
+from vaalloc.testing.alloc import RunStats
+from vaalloc.testing.reference import plain_hyp_walker
 
 __all__ = [
     "RawTables",
+    "WalkMachine",
     "WalkMismatch",
     "Walker",
     "check_walker",
@@ -212,3 +217,37 @@ def _show(result: object) -> str:
     if isinstance(result, int):
         return f"pa {result:#x}"
     return f"{result[0]} fault at level {result[1]}" if isinstance(result, tuple) else repr(result)
+
+
+class WalkMachine(RuleBasedStateMachine):
+    """``vaalloc fuzz`` target ``walk-armv7-s1``: vaalloc's walker against
+    :func:`~vaalloc.testing.reference.plain_hyp_walker` on random raw tables (one table set
+    per example, many probes and accesses)."""
+
+    run_stats: ClassVar[RunStats | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    @initialize(raw=raw_tables(ARMV7_S1))
+    def setup(self, raw: RawTables) -> None:
+        self.raw = raw
+
+    @rule(probe=st.integers(0, 63), access=st.sampled_from(["read", "write", "exec"]))
+    def walk_probe(self, probe: int, access: str) -> None:
+        self.steps += 1
+        try:
+            check_walker(
+                plain_hyp_walker, self.raw, self.raw.probes[probe % len(self.raw.probes)], access
+            )
+        except WalkMismatch:
+            if self.run_stats is not None:
+                self.run_stats.record_failure()
+            raise
+
+    def teardown(self) -> None:
+        """Count the example for campaigns."""
+        if self.run_stats is not None:
+            self.run_stats.examples += 1
+            self.run_stats.steps += self.steps
