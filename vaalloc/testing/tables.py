@@ -67,6 +67,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @initialize()
     def setup(self) -> None:
+        """A fresh PageTable in a small RAM, and the window it is fuzzed in."""
         fmt = self.fmt
         self.mem = PhysicalMemory(40, ram_base=0x8000_0000, ram_size=512 * PAGE)
         self.pt = PageTable(self.mem, fmt)
@@ -109,6 +110,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
         writable=st.booleans(),
     )
     def map(self, first: int, count: int, pa_block_aligned: bool, writable: bool) -> None:
+        """Map pages (blocks where VA and PA allow); refused exactly when one is mapped."""
         pages = self._pages(first, count)
         pa = PA_BASE + (first if pa_block_aligned else first + 1) * PAGE
         ok = not any(p in self.model for p in pages)
@@ -121,6 +123,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @rule(first=st.integers(0, WINDOW_PAGES - 1), count=st.integers(1, 600))
     def unmap(self, first: int, count: int) -> None:
+        """Unmap pages; refused exactly when one of them is not mapped."""
         pages = self._pages(first, count)
         ok = all(p in self.model for p in pages)
         what = f"unmap({pages.start:#x}, {len(pages)} pages)"
@@ -131,6 +134,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @rule(first=st.integers(0, WINDOW_PAGES - 1), count=st.integers(1, 600), writable=st.booleans())
     def protect(self, first: int, count: int, writable: bool) -> None:
+        """Make pages read-only or read-write; refused exactly when one is not mapped."""
         pages = self._pages(first, count)
         ok = all(p in self.model for p in pages)
         what = f"protect({pages.start:#x}, {len(pages)} pages, writable={writable})"
@@ -142,6 +146,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @rule(page=st.integers(0, WINDOW_PAGES - 1), offset=st.integers(0, PAGE // 8 - 1))
     def probe(self, page: int, offset: int) -> None:
+        """Walk one address of the window for read and write against the model."""
         self.steps += 1
         self._check_page(self.base + page * PAGE, offset * 8)
 
@@ -169,6 +174,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def tables_are_consistent(self) -> None:
+        """PageTable.check() after every step (structure, ownership, no leaked tables)."""
         if hasattr(self, "pt"):
             self.pt.check()
 

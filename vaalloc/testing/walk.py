@@ -232,10 +232,12 @@ class WalkMachine(RuleBasedStateMachine):
 
     @initialize(raw=raw_tables(ARMV7_S1))
     def setup(self, raw: RawTables) -> None:
+        """The example's table set."""
         self.raw = raw
 
     @rule(probe=st.integers(0, 63), access=st.sampled_from(["read", "write", "exec"]))
     def walk_probe(self, probe: int, access: str) -> None:
+        """One probe address and access, walked by both walkers."""
         self.steps += 1
         try:
             check_walker(
