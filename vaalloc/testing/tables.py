@@ -174,7 +174,7 @@ class PageTableModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def tables_are_consistent(self) -> None:
-        """PageTable.check() after every step (structure, ownership, no leaked tables)."""
+        """PageTable.check() after every step: each table linked once, none left empty."""
         if hasattr(self, "pt"):
             self.pt.check()
 
