@@ -55,6 +55,7 @@ from vaalloc.lpae import (
     aarch64_s2,
     walk_two_stage,
 )
+from vaalloc.lpae.walk import walk
 
 PAIRS: dict[str, tuple[Format, Format]] = {
     "armv7-pl1+s2-40": (ARMV7_S1_PL1, ARMV7_S2_40),
@@ -146,7 +147,16 @@ def two_stage_excluded(name: str, scenario: dict[str, Any], va: int, ours: Any) 
     mem, s1, s2 = scenario["mem"], scenario["s1"], scenario["s2"]
     if isinstance(ours, Fault):
         if ours.stage == 2:
-            return excluded(s2_fmt, mem, s2.root, ours.ipa or 0, ours)
+            reason = excluded(s2_fmt, mem, s2.root, ours.ipa or 0, ours)
+            if reason or ours.s1ptw:
+                return reason
+            # A stage-2 fault on the stage-1 output: if stage 1 ended in a block with RES0
+            # address bits set, QEMU ORed them in and faulted (or not) at another IPA. The
+            # stage-1 tables are identity-mapped, so a stage-1-only walk finds that leaf.
+            leaf = walk(mem, s1_fmt, s1.root, va, "read")
+            return (
+                excluded(s1_fmt, mem, s1.root, va, leaf) if isinstance(leaf, Translation) else None
+            )
         return excluded(s1_fmt, mem, s1.root, va, ours)
     return excluded(s1_fmt, mem, s1.root, va, ours) or excluded(
         s2_fmt, mem, s2.root, ours.ipa, ours.s2
