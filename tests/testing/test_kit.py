@@ -87,7 +87,11 @@ def test_a_policy_bug_in_a_python_port_is_caught_and_shrunk() -> None:
         if failure is not None:
             break
     assert failure is not None
-    assert "PortMismatch: alloc(" in failure and "state.free(" in failure, failure
+    assert "PortMismatch: alloc(" in failure, failure
+    # Shrunk: the two holes of different sizes come from a free or from an aligned
+    # allocation, so the reproducer is a handful of calls, not the 12-step trace it began as.
+    calls = [line for line in failure.splitlines() if line.strip().startswith(("state.", "addr"))]
+    assert 2 <= len(calls) <= 6, failure
     assert Port.run_stats.first_failure_at is not None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, given, seed, settings
 
 from vaalloc.lpae import AARCH64_S1_48, ARMV7_S1, ARMV7_S2_40, Fault, walk_two_stage  # noqa: F401
 from vaalloc.lpae.walk import walk
@@ -83,20 +83,30 @@ def test_a_walker_ignoring_aptable_is_caught() -> None:
 
 
 def test_the_strategy_reaches_every_fault_kind_and_translations() -> None:
+    # Each outcome is common enough (permission faults, the rarest, are ~5% of cases) that 200
+    # examples nearly always see all of them; but what hypothesis generates also depends on the
+    # constants of the modules loaded in the process, so a run is repeated under a few fixed
+    # seeds, stopping as soon as every outcome has been seen.
+    wanted = {"translation", "access-flag", "permission", "address-size", "loop"}
+    wanted |= {"ok@1", "ok@2", "ok@3"}
     seen: set[str] = set()
 
-    @settings(max_examples=200, database=None, derandomize=True)
-    @given(walk_cases(ARMV7_S1, ("read", "write")))
-    def run(case: tuple[RawTables, int, str]) -> None:
-        raw, va, access = case
-        result = walk(raw.mem, raw.fmt, raw.root, va, access)
-        seen.add(result.kind if isinstance(result, Fault) else f"ok@{result.level}")
-        if any(e.split("=")[1].startswith("loop") for e in raw.entries):
-            seen.add("loop")
+    for attempt in range(5):
 
-    run()
-    assert {"translation", "access-flag", "permission", "address-size", "loop"} <= seen
-    assert {"ok@1", "ok@2", "ok@3"} <= seen
+        @seed(attempt)
+        @settings(max_examples=200, database=None)
+        @given(walk_cases(ARMV7_S1, ("read", "write")))
+        def run(case: tuple[RawTables, int, str]) -> None:
+            raw, va, access = case
+            result = walk(raw.mem, raw.fmt, raw.root, va, access)
+            seen.add(result.kind if isinstance(result, Fault) else f"ok@{result.level}")
+            if any(e.split("=")[1].startswith("loop") for e in raw.entries):
+                seen.add("loop")
+
+        run()
+        if wanted <= seen:
+            break
+    assert wanted <= seen
 
 
 @pytest.mark.parametrize("fmt", [ARMV7_S2_40, AARCH64_S1_48])
