@@ -118,7 +118,7 @@ def run_machine(
     shrunk example) followed by the failure's own message."""
     machine._hypothesis_internal_use_seed = seed
     try:
-        run_state_machine_as_test(machine, settings=machine_settings(examples, steps))  # type: ignore[no-untyped-call]
+        run_state_machine_as_test(machine, settings=machine_settings(examples, steps))  # type: ignore[no-untyped-call, unused-ignore]
     except (AssertionError, HypothesisException, Exception) as exc:
         notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("Explanation")]
         message = f"{type(exc).__name__}: {exc}"
