@@ -69,6 +69,7 @@ from vaalloc.lpae import (
     aarch64_s2,
 )
 from vaalloc.xen import layout
+from vaalloc.xen.vlpt import new_window
 from vaalloc.xen.vlptmath import second_va, third_va
 
 __all__ = [
@@ -362,7 +363,7 @@ def vlpt_cases(cases: int, seed: int) -> dict[str, Any]:
     one case in eight has an IPA just outside its run.  Cost: O(cases).
     """
     rng = random.Random(f"{seed}:vlpt")
-    window = _window()
+    window = new_window()
     records: list[dict[str, Any]] = []
     runs: list[tuple[int, int, int]] = []
     while len(records) < cases:
@@ -386,20 +387,6 @@ def vlpt_cases(cases: int, seed: int) -> dict[str, Any]:
         "loop_slot": layout.VLPT_LOOP_SLOT,
         "cases": records[:cases],
     }
-
-
-def _window() -> RangeAllocator:
-    """The VLPT window as the Xen model builds it: 2MB granules, loop slot reserved."""
-    window = RangeAllocator(
-        layout.VLPT_VIRT_START,
-        layout.VLPT_VIRT_END,
-        granule=layout.SECOND_SIZE,
-        policy="first-fit",
-        guard=False,
-        name="vlpt",
-    )
-    window.reserve(layout.VLPT_LOOP_VA, 1)
-    return window
 
 
 def _vlpt_record(rng: random.Random, first_slot: int, first_gb: int, nr: int) -> dict[str, Any]:

@@ -75,19 +75,11 @@ def slot_map(sizes: list[int]) -> dict[str, Any]:
     ``placed: False`` with the reason when the window has no run left for it), leaf view and
     second-level view ranges, and the free slots left.  Raises RangeError for a size that is not
     a positive multiple of 4KB or does not fit the 40-bit IPA space.  O(domains)."""
-    from vaalloc.alloc import RangeAllocator
     from vaalloc.xen import layout
+    from vaalloc.xen.vlpt import new_window
     from vaalloc.xen.vlptmath import gb_span, second_va, third_va
 
-    window = RangeAllocator(
-        layout.VLPT_VIRT_START,
-        layout.VLPT_VIRT_END,
-        granule=layout.SECOND_SIZE,
-        policy="first-fit",
-        guard=False,
-        name="vlpt",
-    )
-    window.reserve(layout.VLPT_LOOP_VA, 1)
+    window = new_window()
     domains: list[dict[str, Any]] = []
     for k, ram in enumerate(sizes, start=1):
         if ram <= 0 or ram % layout.PAGE_SIZE:

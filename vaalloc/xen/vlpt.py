@@ -40,7 +40,26 @@ if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
     from vaalloc.xen.system import Xen
 
-__all__ = ["P2MLookup", "PartitionedVLPT", "SlotRun"]
+__all__ = ["P2MLookup", "PartitionedVLPT", "SlotRun", "new_window"]
+
+
+def new_window() -> RangeAllocator:
+    """The VLPT window's slot allocator, as Xen boots it: ``[128MB, 256MB)`` in 2MB granules
+    (one granule = one ``xen_second`` slot), first fit, no guard (a slot is a whole table
+    entry: nothing can overrun into its neighbour), the loop slot already reserved.
+
+    First fit keeps a domain's slots one linear run, lowest first, so the window fills from
+    the bottom and ``vaalloc layout`` can predict the slots the model will hand out."""
+    window = RangeAllocator(
+        VLPT_VIRT_START,
+        VLPT_VIRT_END,
+        granule=SECOND_SIZE,
+        policy="first-fit",
+        guard=False,
+        name="vlpt",
+    )
+    window.reserve(VLPT_LOOP_VA, 1)  # the loop slot, installed at boot
+    return window
 
 
 @attrs.frozen
@@ -117,15 +136,7 @@ class PartitionedVLPT(P2MLookup):
 
     def __init__(self, xen: Xen) -> None:
         self.xen = xen
-        self.window = RangeAllocator(
-            VLPT_VIRT_START,
-            VLPT_VIRT_END,
-            granule=SECOND_SIZE,
-            policy="first-fit",
-            guard=False,
-            name="vlpt",
-        )
-        self.window.reserve(VLPT_LOOP_VA, 1)  # the loop slot, installed at boot
+        self.window = new_window()
         self.runs: dict[int, SlotRun] = {}  # domid -> run
         # domid -> (leaf_base, second_base): third_va = leaf_base + (ipa >> 12) * 8 and
         # second_va = second_base + (ipa >> 30) * 4KB + ((ipa >> 21) & 511) * 8, for an IPA
