@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 import vaalloc.cli as cli
 from vaalloc.cli import simulate
-from vaalloc.cli.simulate import ProgressBar, Scenario, parse_size, run_scenario
+from vaalloc.cli._args import parse_size
+from vaalloc.cli._progress import ProgressBar
+from vaalloc.cli.simulate import Scenario, run_scenario
 
 SMALL = ["--domains", "2", "--ram", "64M", "--cpus", "2", "--vcpus", "2"]
 SMALL += ["--bandwidth", "2048", "--rate", "30", "--quiet"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from vaalloc.cli.simulate import parse_size
+from vaalloc.cli._args import parse_size
 from vaalloc.errors import OutOfSpace, RangeError
 
 __all__ = ["memory_map", "register", "slot_map", "svg"]

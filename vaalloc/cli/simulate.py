@@ -20,8 +20,6 @@ at enable with the per-domain VLPT, none at context switch), context switches, T
 and stale TLB hits (0: the detector walks the tables on every TLB hit when ``stale_check`` is
 on).
 
-This module also holds the small helpers the other sub-commands share: :class:`ProgressBar`
-and :func:`parse_size`.
 """
 
 from __future__ import annotations
@@ -30,35 +28,15 @@ import argparse
 import json
 import math
 import random
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
-from vaalloc.cli._args import integer, positive
+from vaalloc.cli._args import integer, parse_size, positive
+from vaalloc.cli._progress import ProgressBar
 from vaalloc.errors import RangeError
 
-__all__ = ["ProgressBar", "Scenario", "parse_size", "register", "run_scenario"]
-
-_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte count: an integer (``0x`` hex allowed) with an optional binary suffix
-    ``K``, ``M``, ``G`` or ``T`` (``KB``/``KiB`` spellings too), e.g. ``2G``, ``512M``,
-    ``1.5G``.  Raises ``argparse.ArgumentTypeError`` (one line, status 2) otherwise."""
-    body = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = body[-1:] if body[-1:] in _SUFFIXES else ""
-    number = body[: len(body) - len(unit)] if unit else body
-    try:
-        value = float(number) if "." in number else int(number, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 512M)") from None
-    size = int(value * _SUFFIXES[unit])
-    if size <= 0 or size != value * _SUFFIXES[unit]:
-        raise argparse.ArgumentTypeError(f"not a positive whole number of bytes: {text!r}")
-    return size
+__all__ = ["Scenario", "register", "run_scenario"]
 
 
 def _fraction(text: str) -> float:
@@ -69,43 +47,6 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, redrawn in place with ``\\r``.
-
-    Off (every call a no-op) when ``enabled`` is False or, by default, when the stream is not
-    a terminal, so logs and pipes never see it.  Redraws at most ten times a second per label.
-    """
-
-    def __init__(self, enabled: bool | None = None, stream: TextIO | None = None) -> None:
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._label = ""
-        self._width = 0
-
-    def update(self, label: str, done: int, total: int, *, force: bool = False) -> None:
-        """Show ``done`` of ``total`` for ``label`` (a new label always draws)."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and label == self._label and done < total and now - self._last < 0.1:
-            return
-        self._last, self._label = now, label
-        frac = done / total if total else 1.0
-        filled = int(frac * 30)
-        line = f"{label:<24} [{'#' * filled}{'.' * (30 - filled)}] {frac:4.0%}"
-        self.stream.write("\r" + line.ljust(self._width))
-        self._width = len(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Erase the bar (the summary follows on stdout)."""
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0
 
 
 @attrs.frozen

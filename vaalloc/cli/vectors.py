@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from vaalloc.cli._args import integer, positive
-from vaalloc.cli.simulate import ProgressBar
+from vaalloc.cli._progress import ProgressBar
 from vaalloc.errors import RangeError
 
 __all__ = ["register"]
