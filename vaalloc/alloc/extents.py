@@ -230,6 +230,8 @@ class FreeIndex:
         return e
 
     def _class_remove(self, s: int, e: int) -> None:
+        # _class_of inlined, as in _class_add (every alloc and free removes a hole): keep the
+        # two copies and _class_of in step.
         if self.guard:
             length = e - s - (e != self.hi) - (self.guard_at_lo or s != self.lo)
         else:
