@@ -32,23 +32,58 @@ from vaalloc.errors import RangeError
 
 __all__ = [
     "ADDR_MASK",
+    "ADDR_MASK_40",
     "AF",
+    "CONTIGUOUS",
+    "NG",
+    "PXN",
+    "S2AP_READ",
+    "S2AP_WRITE",
+    "SW_SHIFT",
+    "TABLE",
+    "TYPE_BLOCK",
+    "TYPE_MASK",
+    "TYPE_TABLE",
+    "VALID",
     "XN",
     "S1Attrs",
     "S1Descriptor",
     "S2Attrs",
     "S2Descriptor",
+    "is_block",
+    "is_table",
 ]
 
+# The bit names of a descriptor, the one place they are defined (DESIGN.md "LPAE facts").
 VALID = 1 << 0
 TABLE = 1 << 1  # "table" at levels 0-2, "page" at level 3
+TYPE_MASK = 0b11  # bits 1:0 decide what a descriptor is
+TYPE_TABLE = 0b11  # a table at levels 0-2, a page at level 3 (the VLPT trick rests on this)
+TYPE_BLOCK = 0b01  # a block at levels 1-2 (0 with 4KB granules never), invalid at level 3
+S2AP_READ = 1 << 6  # stage 2: S2AP[0]; read by a stage-1 walker it is AP[1]
+S2AP_WRITE = 1 << 7  # stage 2: S2AP[1]; read by a stage-1 walker it is AP[2] (read-only)
 AF = 1 << 10
 NG = 1 << 11
 CONTIGUOUS = 1 << 52
 PXN = 1 << 53
 XN = 1 << 54
+SW_SHIFT = 55  # bits 58:55 are left to software (Xen keeps the p2m type there)
 ADDR_MASK = ((1 << 48) - 1) & ~0xFFF  # bits 47:12
+ADDR_MASK_40 = ((1 << 40) - 1) & ~0xFFF  # bits 39:12: ARMv7 LPAE's 40-bit output addresses
 MASK64 = (1 << 64) - 1
+
+
+def is_table(desc: int) -> bool:
+    """True if ``desc`` is a table descriptor (levels 0-2) or a page (level 3): bits 1:0 = 0b11.
+
+    The same test answers both because the architecture uses one encoding for both; which one
+    a descriptor *is* depends on the level it is read at."""
+    return desc & TYPE_MASK == TYPE_TABLE
+
+
+def is_block(desc: int) -> bool:
+    """True if ``desc`` is a block descriptor (bits 1:0 = 0b01; invalid when read at level 3)."""
+    return desc & TYPE_MASK == TYPE_BLOCK
 
 
 def _uint(width: int) -> Any:

@@ -15,19 +15,19 @@ tables, every fault kind), so the two cannot drift apart silently.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vaalloc.lpae.walk import Fault, FaultError, Geometry
 
 __all__ = ["LeafFn", "TranslateFn", "leaf_fn", "translate_fn"]
 
-LeafFn = Callable[[dict[int, "array[int]"], int, int], tuple[int, int, int, str]]
+LeafFn = Callable[[Mapping[int, "array[int]"], int, int], tuple[int, int, int, str]]
 """``leaf(frames, root, va) -> (desc, level, tbl, kind)``; ``kind == ""`` on success, with
 ``tbl`` the OR of the table descriptors above; else the fault kind at ``level``.  ``va`` must
 already be below the input register width."""
 
-TranslateFn = Callable[[dict[int, "array[int]"], int, int, int, bool], int]
+TranslateFn = Callable[[Mapping[int, "array[int]"], int, int, int, bool], int]
 """``translate(frames, root, va, access_bit, user) -> pa``, raising FaultError."""
 
 _FRAME_MASK = (1 << 36) - 1

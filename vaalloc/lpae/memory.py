@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import AlignmentError, InvalidFree, RangeError
@@ -246,11 +246,91 @@ class PhysicalMemory:
         for frame in sorted(self._frames):
             yield frame << FRAME_SHIFT, _frame_bytes(self._frames[frame])
 
-    # -- bulk access for the table code (validated by the caller) ---------------------------
+    # -- table access for the walkers and the table code ----------------------------------
+    #
+    # The calls below are what page-table code needs beyond single checked words: the storage
+    # mapping the compiled walkers index directly (one dict lookup per level), whole tables in
+    # one call, and unchecked 64-bit loads and stores for hot paths that validated their
+    # arguments once at their own public boundary.  Every store still goes through the trace.
 
-    def _words(self, frame: int) -> array[int]:
-        """The storage of ``frame``, created if needed (for whole-table writes)."""
-        return self._frame_for_write(frame)
+    @property
+    def storage(self) -> Mapping[int, array[int]]:
+        """Frame number (``pa >> 12``) -> that frame's 512 words, for every populated frame.
+
+        Read it, never write through it (use :meth:`write64`, :meth:`store64` or
+        :meth:`write_table`, which keep :attr:`trace`).  It is the live mapping, not a copy:
+        the compiled walkers of :mod:`vaalloc.lpae.fastwalk` read descriptors from it."""
+        return self._frames
+
+    def is_populated(self, pa: int) -> bool:
+        """Whether the frame holding ``pa`` has storage (was written since it was last
+        dropped).  O(1)."""
+        return pa >> FRAME_SHIFT in self._frames
+
+    def drop(self, pa: int) -> None:
+        """Drop the storage of the frame holding ``pa``: it reads as zero again and no longer
+        appears in :meth:`frames`.  Allocation is untouched.  Used to undo a store that
+        brought a frame into existence (a rolled-back table edit)."""
+        self._frames.pop(pa >> FRAME_SHIFT, None)
+
+    def load64(self, pa: int) -> int:
+        """:meth:`read64` without argument checks: the caller guarantees an int ``pa``,
+        8-aligned, below ``2**pa_bits``.  O(1)."""
+        words = self._frames.get(pa >> FRAME_SHIFT)
+        return 0 if words is None else words[(pa >> 3) & (_WORDS - 1)]
+
+    def store64(self, pa: int, value: int) -> None:
+        """:meth:`write64` without argument checks: the caller guarantees an int ``pa``,
+        8-aligned, below ``2**pa_bits``, and ``0 <= value < 2**64``.  Traced.  O(1)."""
+        self._frame_for_write(pa >> FRAME_SHIFT)[(pa >> 3) & (_WORDS - 1)] = value
+        if self.trace is not None:
+            self.trace.append((pa, value))
+
+    def read_table(self, pa: int, n: int = _WORDS) -> list[int]:
+        """The ``n`` consecutive 64-bit words from ``pa`` (a table: 512 descriptors, or a
+        concatenated root); unpopulated memory reads as zero.  O(n), one slice per frame.
+
+        Raises RangeError/AlignmentError for a bad ``pa`` or ``n``, or a run past ``pa_bits``."""
+        self._check(pa, 8)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or pa + 8 * n > self.limit:
+            raise RangeError(f"{self!r}.read_table({pa:#x}, {n!r}): beyond the address space")
+        out: list[int] = []
+        while n:
+            first = (pa >> 3) & (_WORDS - 1)
+            k = min(n, _WORDS - first)
+            words = self._frames.get(pa >> FRAME_SHIFT)
+            out.extend([0] * k if words is None else words[first : first + k])
+            n -= k
+            pa += 8 * k
+        return out
+
+    def write_table(self, pa: int, values: Iterable[int]) -> None:
+        """Store ``values`` as consecutive 64-bit words from ``pa``: a whole table in one call
+        (one slice store per frame).  Traced word by word.  O(len(values)).
+
+        Raises RangeError/AlignmentError for a bad ``pa``, a run past ``pa_bits`` or a value
+        outside [0, 2**64); nothing is stored then."""
+        self._check(pa, 8)
+        try:
+            words = array("Q", values)
+        except (OverflowError, TypeError) as error:
+            raise RangeError(
+                f"{self!r}.write_table({pa:#x}): not 64-bit values ({error})"
+            ) from None
+        total = len(words)
+        if pa + 8 * total > self.limit:
+            raise RangeError(
+                f"{self!r}.write_table({pa:#x}, {total} words): beyond the address space"
+            )
+        if self.trace is not None:
+            self.trace.extend((pa + 8 * i, v) for i, v in enumerate(words))
+        done = 0
+        while done < total:
+            first = (pa >> 3) & (_WORDS - 1)
+            k = min(total - done, _WORDS - first)
+            self._frame_for_write(pa >> FRAME_SHIFT)[first : first + k] = words[done : done + k]
+            done += k
+            pa += 8 * k
 
 
 def _frame_bytes(words: array[int]) -> bytes:

@@ -290,7 +290,7 @@ class MMU:
             raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
         geo = hyp.geo
         self.misses += 1
-        desc, level, tbl, kind = hyp.leaf(self.mem._frames, hyp.root, va)
+        desc, level, tbl, kind = hyp.leaf(self.mem.storage, hyp.root, va)
         if va < geo.ia_limit:
             self.walk_reads += level - geo.start + 1
         if kind:
@@ -348,7 +348,7 @@ class MMU:
         if va & 7:
             raise AlignmentError(f"{self!r}.hyp_read64: {va:#x} is not 8-byte aligned")
         pa = self.hyp_pa(va, "read")
-        words = self.mem._frames.get(pa >> 12)
+        words = self.mem.storage.get(pa >> 12)
         return 0 if words is None else words[(pa >> 3) & 511]
 
     def hyp_write64(self, va: int, value: int) -> None:
@@ -484,7 +484,7 @@ class MMU:
         """Stage-2-only TLB miss: walk, cache, check (the lean twin of :meth:`_guest_miss`)."""
         geo = s2.geo
         self.misses += 1
-        desc, level, _tbl, kind = s2.leaf(self.mem._frames, s2.root, va)
+        desc, level, _tbl, kind = s2.leaf(self.mem.storage, s2.root, va)
         if va < geo.ia_limit:
             self.walk_reads += level - geo.start + 1
         if kind:
@@ -559,7 +559,7 @@ class MMU:
     def _guest_miss(self, s2: _Regime, s1: _Regime | None, va: int, a: int, user: bool) -> TLBEntry:
         self.misses += 1
         if s1 is None:
-            desc, level, _tbl, kind = s2.leaf(self.mem._frames, s2.root, va)
+            desc, level, _tbl, kind = s2.leaf(self.mem.storage, s2.root, va)
             if va < s2.geo.ia_limit:
                 self.walk_reads += level - s2.geo.start + 1
             if kind:

@@ -45,12 +45,36 @@ _PERMISSION_BITS = (3 << 6) | (1 << 53) | (1 << 54) | (0xF << 55) | (1 << 10)
 
 
 class _Txn:
-    """Undo journal of one changing call (see the module docstring)."""
+    """Undo journal of one changing call (see the module docstring).
 
-    __slots__ = ("created", "frees", "fresh", "journal", "pt")
+    It holds the owning PageTable's ownership records (``tables``: pa -> level, ``allocated``)
+    by reference, so that tables it creates are owned at once and forgotten on rollback."""
 
-    def __init__(self, pt: PageTable) -> None:
-        self.pt = pt
+    __slots__ = (
+        "allocated",
+        "created",
+        "frees",
+        "fresh",
+        "journal",
+        "mem",
+        "release",
+        "table_frames",
+        "tables",
+    )
+
+    def __init__(
+        self,
+        mem: PhysicalMemory,
+        tables: dict[int, int],
+        allocated: set[int],
+        release: Callable[[int], None],
+        table_frames: int,
+    ) -> None:
+        self.mem = mem
+        self.tables = tables
+        self.allocated = allocated
+        self.release = release
+        self.table_frames = table_frames  # storage frames per table (granule / 4KB)
         self.journal: list[tuple[int, int]] = []  # (slot pa, old value), in write order
         self.fresh: dict[int, int] = {}  # tables allocated by this call: pa -> level
         self.frees: list[int] = []  # owned tables unlinked by this call, freed on commit
@@ -60,41 +84,39 @@ class _Txn:
 
     def touch(self, slot: int, n: int = 1) -> None:
         """Note the storage frames of ``n`` descriptors from ``slot`` that do not exist yet."""
-        frames = self.pt._frames
+        mem = self.mem
         for frame in range(slot >> 12, ((slot + 8 * n - 1) >> 12) + 1):
-            if frame not in frames:
+            if not mem.is_populated(frame << 12):
                 self.created.add(frame)
 
     def new_table(self, level: int) -> int:
-        pt = self.pt
-        frames = pt.fmt.granule // FRAME_SIZE
-        pa = pt.mem.alloc_frames(frames, frames)
+        frames = self.table_frames
+        pa = self.mem.alloc_frames(frames, frames)
         self.fresh[pa] = level
-        pt._tables[pa] = level
-        pt._allocated.add(pa)
+        self.tables[pa] = level
+        self.allocated.add(pa)
         return pa
 
     def write(self, table: int, slot: int, value: int) -> None:
         if table not in self.fresh:
             self.touch(slot)
-            self.journal.append((slot, self.pt._read(slot)))
-        self.pt._write(slot, value)
+            self.journal.append((slot, self.mem.load64(slot)))
+        self.mem.store64(slot, value)
 
     def commit(self) -> None:
-        pt = self.pt
         for pa in self.frees:
-            pt._release(pa)
+            self.release(pa)
 
     def rollback(self) -> None:
-        pt = self.pt
+        mem = self.mem
         for slot, old in reversed(self.journal):
-            pt._write(slot, old)
+            mem.store64(slot, old)
         for frame in self.created:
-            pt._frames.pop(frame, None)
+            mem.drop(frame << 12)
         for pa in self.fresh:
-            del pt._tables[pa]
-            pt._allocated.discard(pa)
-            pt.mem.free_frames(pa)
+            del self.tables[pa]
+            self.allocated.discard(pa)
+            mem.free_frames(pa)
 
 
 class PageTable:
@@ -136,7 +158,7 @@ class PageTable:
         self.flush = flush
         self._geo = geometry_of(fmt)
         self._translate = translate_fn(self._geo)
-        self._frames = mem._frames
+        self._frames = mem.storage
         # Owned tables, pa -> level; the invariant map/unmap rely on: a table descriptor at
         # level L is followed by them only if it points at an owned table of level L + 1.
         self._tables: dict[int, int] = {}
@@ -152,6 +174,11 @@ class PageTable:
 
     def __repr__(self) -> str:
         return f"PageTable({self.fmt.name}, root={self.root:#x}, tables={len(self._tables)})"
+
+    def _txn(self) -> _Txn:
+        return _Txn(
+            self.mem, self._tables, self._allocated, self._release, self.fmt.granule // FRAME_SIZE
+        )
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -181,37 +208,14 @@ class PageTable:
     # -- raw storage ------------------------------------------------------------------------
 
     def _read(self, slot: int) -> int:
-        words = self._frames.get(slot >> 12)
-        return 0 if words is None else words[(slot >> 3) & 511]
-
-    def _write(self, slot: int, value: int) -> None:
-        self.mem._words(slot >> 12)[(slot >> 3) & 511] = value
-        if self.mem.trace is not None:
-            self.mem.trace.append((slot, value))
+        return self.mem.load64(slot)
 
     def _write_run(self, slot: int, values: array[int]) -> None:
         """Store consecutive descriptors from ``slot`` (may cross storage frames)."""
-        done = 0
-        total = len(values)
-        while done < total:
-            first = (slot >> 3) & 511
-            n = min(total - done, 512 - first)
-            self.mem._words(slot >> 12)[first : first + n] = values[done : done + n]
-            if self.mem.trace is not None:
-                self.mem.trace.extend((slot + 8 * i, values[done + i]) for i in range(n))
-            done += n
-            slot += n * 8
+        self.mem.write_table(slot, values)
 
     def _read_run(self, slot: int, n: int) -> list[int]:
-        out: list[int] = []
-        while n:
-            first = (slot >> 3) & 511
-            k = min(n, 512 - first)
-            words = self._frames.get(slot >> 12)
-            out.extend([0] * k if words is None else words[first : first + k])
-            n -= k
-            slot += k * 8
-        return out
+        return self.mem.read_table(slot, n)
 
     def _entries(self, table: int, level: int) -> Iterator[tuple[int, int]]:
         """(index, descriptor) of the valid entries of ``table`` read at ``level``."""
@@ -327,7 +331,7 @@ class PageTable:
             )
         else:
             min_level = max_level_block
-        txn = _Txn(self)
+        txn = self._txn()
         try:
             self._map_in(
                 txn, self.root, fmt.start_level, va, va + size, pa, bits, replace, min_level
@@ -487,7 +491,7 @@ class PageTable:
         self._change(va, size, bits, False, "protect")
 
     def _change(self, va: int, size: int, bits: int | None, missing_ok: bool, op: str) -> None:
-        txn = _Txn(self)
+        txn = self._txn()
         try:
             self._change_in(
                 txn, self.root, self.fmt.start_level, va, va + size, bits, missing_ok, op
@@ -790,6 +794,35 @@ class PageTable:
         for pa in self._allocated:
             if not self.mem.is_allocation(pa):
                 raise InvariantError(f"{self!r}: table {pa:#x} is no longer allocated")
+
+    # -- tables written by their owner's own code ----------------------------------------------
+
+    def new_table(self, level: int) -> int:
+        """Allocate a zeroed table for ``level`` that this PageTable owns, and return its PA.
+
+        For code that writes descriptors itself (Xen's p2m code writes the exact entries Xen
+        writes): the caller fills the table and links it; from then on :meth:`map`,
+        :meth:`unmap`, :meth:`check` and :meth:`free` treat it as one of this tree's own.
+        Raises RangeError for a level that holds no table, OutOfSpace when no frame is left."""
+        fmt = self.fmt
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise RangeError(f"{self!r}.new_table: level {level!r} is not an int")
+        if not fmt.start_level < level <= 3:
+            raise RangeError(
+                f"{self!r}.new_table: level {level} is not below the root level {fmt.start_level}"
+            )
+        frames = fmt.granule // FRAME_SIZE
+        pa = self.mem.alloc_frames(frames, frames)
+        self._tables[pa] = level
+        self._allocated.add(pa)
+        return pa
+
+    def free_table(self, pa: int) -> None:
+        """Free an owned table (made by :meth:`new_table` or :meth:`map`) that the caller has
+        already unlinked and flushed.  Raises InvalidFree for the root or a table not owned."""
+        if pa == self.root or pa not in self._allocated:
+            raise InvalidFree(f"{self!r}.free_table({pa!r}): not an owned, freeable table")
+        self._release(pa)
 
     # -- teardown ---------------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ half of the EL1&0 VA space, Secure state (NS/NSTable are stored, not used).
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from typing import Literal
 
@@ -312,7 +311,7 @@ def walk(
     _check_input(geo, va, where)
     access_bit = _access_bit(access, where)
     _check_user(geo, user, where)
-    frames: dict[int, array[int]] = mem._frames
+    frames = mem.storage
     acc: Access = access  # type: ignore[assignment]
     stage = fmt.stage
     if va >= geo.ia_limit:
