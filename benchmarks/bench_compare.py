@@ -18,8 +18,8 @@ import argparse
 import statistics
 import time
 
-from vaalloc.xen.compare import run_strategy
-from vaalloc.xen.workload import Workload
+from vaalloc.studies.compare import run_strategy
+from vaalloc.studies.workload import Workload
 
 STRATEGIES = ("partitioned", "switched", "switched-va", "walk", "walk64", "hybrid")
 

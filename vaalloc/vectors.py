@@ -69,7 +69,7 @@ from vaalloc.lpae import (
     aarch64_s2,
 )
 from vaalloc.xen import layout
-from vaalloc.xen.vlpt import new_window
+from vaalloc.xen.lookup import new_window
 from vaalloc.xen.vlptmath import second_va, third_va
 
 __all__ = [

@@ -20,8 +20,8 @@ from hypothesis.stateful import (
 
 from vaalloc.errors import LogDirtyError, MappingError
 from vaalloc.lpae import Translation
+from vaalloc.lpae.descriptor import is_table
 from vaalloc.xen import Domain, Xen
-from vaalloc.xen.p2m import is_table
 
 MB = 1 << 20
 GB = 1 << 30

@@ -13,13 +13,10 @@ from hypothesis import strategies as st
 
 from vaalloc.errors import OutOfSpace, RangeError
 from vaalloc.lpae import Translation
+from vaalloc.lpae.descriptor import is_table
 from vaalloc.xen import Domain, Xen
 from vaalloc.xen.layout import DOMHEAP_ENTRIES, PAGE_SIZE, VLPT_DOMAIN_SLOTS
-from vaalloc.xen.p2m import is_table
-from vaalloc.xen.p2mwalk import DirectMapWalk, DomheapWalk
-from vaalloc.xen.strategies import STRATEGIES, install_lookup, make_lookup, make_xen
-from vaalloc.xen.switched import SwitchedVLPT
-from vaalloc.xen.tableio import read_table
+from vaalloc.xen.lookup import LOOKUPS, DirectMapWalk, DomheapWalk, P2MLookup, SwitchedVLPT
 
 MB = 1 << 20
 GB = 1 << 30
@@ -36,7 +33,7 @@ def valid_pages(xen: Xen, d: Domain) -> int:
     for k in range(span(d)):
         l1 = d.stage2.read_l1(d.ram_base + k * GB)
         if is_table(l1):
-            l2 = read_table(xen.mem, l1 & ~0xFFF & ((1 << 40) - 1))
+            l2 = xen.mem.read_table(l1 & ~0xFFF & ((1 << 40) - 1))
             n += sum(1 for e in l2 if is_table(e)) + 1
     return n
 
@@ -51,7 +48,7 @@ def switch_delta(xen: Xen, cpu: int, d: Domain | None) -> dict[str, int]:
 def domains() -> tuple[Xen, Domain, Domain, Domain, Domain]:
     """A switched Xen with a 4KB-page domain (1 slot), a 2-slot superpage domain (both
     log-dirty) and two plain ones."""
-    xen = make_xen("switched", 2, stale_check=True)
+    xen = Xen(2, lookup="switched", stale_check=True)
     small = xen.create_domain(ram=4 * MB)
     wide = xen.create_domain(ram=GB + 4 * MB, superpages=True)
     plain1 = xen.create_domain(ram=2 * MB)
@@ -63,7 +60,7 @@ def domains() -> tuple[Xen, Domain, Domain, Domain, Domain]:
 
 # --- partitioned ----------------------------------------------------------------------------
 def test_partitioned_switches_write_no_slot_and_flush_nothing() -> None:
-    xen = make_xen("partitioned", 2, stale_check=True)
+    xen = Xen(2, lookup="partitioned", stale_check=True)
     a, b = xen.create_domain(ram=4 * MB), xen.create_domain(ram=4 * MB)
     plain = xen.create_domain(ram=2 * MB)
     xen.logdirty.enable(a)
@@ -99,7 +96,7 @@ def test_switched_counts_per_switch(domains: tuple[Xen, Domain, Domain, Domain, 
 
 
 def test_switched_va_flushes_exactly_the_valid_pages() -> None:
-    xen = make_xen("switched-va", 2, stale_check=True)
+    xen = Xen(2, lookup="switched-va", stale_check=True)
     small = xen.create_domain(ram=6 * MB)
     wide = xen.create_domain(ram=GB + 4 * MB, superpages=True)
     xen.logdirty.enable(small)
@@ -119,9 +116,11 @@ def test_switched_va_flushes_exactly_the_valid_pages() -> None:
 
 
 def test_switched_auto_picks_by_ceiling() -> None:
-    xen = Xen(2, stale_check=True)
-    lookup = SwitchedVLPT(xen, flush="auto", ceiling=3)
-    install_lookup(xen, lookup)
+    xen = Xen(
+        2,
+        stale_check=True,
+        lookup=lambda core, capacity=None: SwitchedVLPT(core, flush="auto", ceiling=3),
+    )
     few = xen.create_domain(ram=2 * MB)  # 1 table + 1 alias = 2 pages <= 3
     many = xen.create_domain(ram=8 * MB)  # 4 tables + 1 alias = 5 pages > 3
     for d in (few, many):
@@ -151,7 +150,7 @@ def test_switched_enable_while_running_and_disable_flush(
 
 
 def test_switched_refuses_a_domain_wider_than_its_window() -> None:
-    xen = make_xen("switched", 2, capacity=1)
+    xen = Xen(2, lookup="switched", capacity=1)
     d = xen.create_domain(ram=GB + 2 * MB, superpages=True)  # 2 slots
     second = [xen.pagetables.read_second(i) for i in range(512)]
     leaves = list(d.stage2.leaves())
@@ -183,7 +182,7 @@ def _refs(xen: Xen, cpu: int) -> int:
 
 @pytest.mark.parametrize("superpages", [False, True])
 def test_walk_maps_one_page_per_level(superpages: bool) -> None:
-    xen = make_xen("walk", 2, stale_check=True)
+    xen = Xen(2, lookup="walk", stale_check=True)
     d = xen.create_domain(ram=4 * MB, superpages=superpages)
     xen.logdirty.enable(d)
     for n, page in enumerate((0, 1, 700)):
@@ -205,7 +204,7 @@ def test_walk_maps_one_page_per_level(superpages: bool) -> None:
 
 
 def test_walk64_uses_the_direct_map() -> None:
-    xen = make_xen("walk64", 2, stale_check=True)
+    xen = Xen(2, lookup="walk64", stale_check=True)
     assert isinstance(xen.lookup, DirectMapWalk)
     d = xen.create_domain(ram=4 * MB)
     xen.logdirty.enable(d)
@@ -220,7 +219,7 @@ def test_walk64_uses_the_direct_map() -> None:
 
 
 def test_walk_write_leaf_without_read_walks_again() -> None:
-    xen = make_xen("walk", 1)
+    xen = Xen(1, lookup="walk")
     d = xen.create_domain(ram=2 * MB)
     xen.logdirty.enable(d)
     lookup = xen.lookup
@@ -236,7 +235,7 @@ def test_walk_write_leaf_without_read_walks_again() -> None:
 
 # --- hybrid ---------------------------------------------------------------------------------
 def test_hybrid_falls_back_to_the_walk_when_the_window_is_full() -> None:
-    xen = make_xen("hybrid", 2, capacity=1, stale_check=True)
+    xen = Xen(2, lookup="hybrid", capacity=1, stale_check=True)
     fits, falls = xen.create_domain(ram=2 * MB), xen.create_domain(ram=2 * MB)
     xen.logdirty.enable(fits)
     xen.logdirty.enable(falls)  # no OutOfSpace: the walk takes it
@@ -255,36 +254,37 @@ def test_hybrid_falls_back_to_the_walk_when_the_window_is_full() -> None:
 
 # --- registry -------------------------------------------------------------------------------
 def test_registry_builds_every_strategy() -> None:
-    for name in STRATEGIES:
-        xen = make_xen(name, 2)
+    for name in LOOKUPS:
+        xen = Xen(2, lookup=name)
         assert xen.lookup.name == name
         assert xen.mem.frames_in_use == xen.boot_frames
 
 
-def test_registry_refuses_bad_names_and_late_swaps() -> None:
-    xen = Xen(2)
+def test_registry_refuses_bad_names_and_takes_factories() -> None:
     with pytest.raises(RangeError, match="bogus"):
-        make_lookup(xen, "bogus")
+        Xen(2, lookup="bogus")
     with pytest.raises(RangeError):
-        make_xen("partitioned", 2, capacity=64)
-    xen.create_domain(ram=2 * MB)
-    before = xen.lookup
-    with pytest.raises(RangeError, match="swap at boot"):
-        install_lookup(xen, make_lookup(xen, "walk"))
-    assert xen.lookup is before
-    with pytest.raises(RangeError, match="another Xen"):
-        install_lookup(Xen(2), make_lookup(xen, "walk"))
+        Xen(2, lookup="partitioned", capacity=64)
+    built: list[object] = []
+
+    def factory(core: object, *, capacity: int | None = None) -> P2MLookup:
+        built.append((core, capacity))
+        return LOOKUPS["walk"](core, capacity=capacity)  # type: ignore[arg-type]
+
+    xen = Xen(2, lookup=factory, capacity=3)
+    assert built == [(xen.core, 3)]
+    assert xen.lookup.name == "walk"
 
 
 @settings(max_examples=10)
 @given(cap=st.integers(1, VLPT_DOMAIN_SLOTS))
 def test_partitioned_capacity_limits_the_window(cap: int) -> None:
-    xen = make_xen("partitioned", 1, capacity=cap)
+    xen = Xen(1, lookup="partitioned", capacity=cap)
     assert xen.vlpt.window.stats().free == cap
 
 
 def test_switched_views_read_the_p2m_through_the_cpu_window() -> None:
-    xen = make_xen("switched", 2, stale_check=True)
+    xen = Xen(2, lookup="switched", stale_check=True)
     lookup = xen.lookup
     assert isinstance(lookup, SwitchedVLPT)
     d = xen.create_domain(ram=4 * MB)
@@ -303,9 +303,9 @@ def test_switched_views_read_the_p2m_through_the_cpu_window() -> None:
 
 
 def test_run_workload_refuses_a_mismatched_xen_without_changing_it() -> None:
-    from vaalloc.xen.workload import Workload, run_workload
+    from vaalloc.studies.workload import Workload, run_workload
 
-    xen = make_xen("walk", 2)
+    xen = Xen(2, lookup="walk")
     with pytest.raises(RangeError, match="CPUs"):
         run_workload(xen, Workload(pcpus=3))
     assert not xen.domains and xen.mem.frames_in_use == xen.boot_frames
@@ -317,7 +317,7 @@ def test_run_workload_refuses_a_mismatched_xen_without_changing_it() -> None:
 
 
 def test_switched_lazy_keeps_the_view_across_plain_domains() -> None:
-    xen = make_xen("switched-lazy", 2, stale_check=True)
+    xen = Xen(2, lookup="switched-lazy", stale_check=True)
     a, b = xen.create_domain(ram=4 * MB), xen.create_domain(ram=4 * MB)
     plain = xen.create_domain(ram=2 * MB)
     xen.logdirty.enable(a)

@@ -15,23 +15,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaalloc.cli.chart import Chart, encode_png, render_png, render_svg, sweep_charts
+from vaalloc.cli.compare import format_sweep, format_table
 from vaalloc.errors import RangeError
-from vaalloc.xen.chart import Chart, encode_png, render_png, render_svg, sweep_charts
-from vaalloc.xen.compare import (
+from vaalloc.studies.compare import (
     DEFAULT_WEIGHTS,
     Result,
     SweepPoint,
     compare,
     cost,
     crossovers,
-    format_sweep,
-    format_table,
     parse_weights,
     run_strategy,
     sweep,
     winner,
 )
-from vaalloc.xen.workload import DomainSpec, Workload
+from vaalloc.studies.workload import DomainSpec, Workload
 
 MB = 1 << 20
 TINY = {"domains": 3, "ram": 4 * MB, "duration_ms": 8.0, "write_rate": 10.0}
@@ -120,10 +119,10 @@ def test_standard_rejects_more_migrations_than_domains() -> None:
 
 
 def test_superpage_share_is_honoured() -> None:
-    from vaalloc.xen.strategies import make_xen
-    from vaalloc.xen.workload import run_workload
+    from vaalloc.studies.workload import run_workload
+    from vaalloc.xen import Xen
 
-    xen = make_xen("partitioned", 2)
+    xen = Xen(2, lookup="partitioned")
     spec = DomainSpec(ram=8 * MB, superpages=0.5)
     run_workload(xen, Workload(domains=(spec,), duration_ms=1.0))
     (d,) = xen.domains.values()
@@ -280,11 +279,11 @@ def test_sweep_charts_one_per_series() -> None:
 def test_workload_with_smp_guests_leaves_no_stale_hit(strategy: str) -> None:
     """A two-vCPU migrating guest runs on both pCPUs at once (its window installed twice under
     ``switched``) beside plain guests with superpages; the stale detector stays silent."""
-    from vaalloc.xen.p2mwalk import DirectMapWalk
-    from vaalloc.xen.strategies import make_xen
-    from vaalloc.xen.workload import run_workload, teardown
+    from vaalloc.studies.workload import run_workload, teardown
+    from vaalloc.xen import Xen
+    from vaalloc.xen.lookup import DirectMapWalk
 
-    xen = make_xen(strategy, 2, stale_check=True)
+    xen = Xen(2, lookup=strategy, stale_check=True)
     specs = (
         DomainSpec(ram=4 * MB, vcpus=2, migrate=True, superpages=0.5),
         DomainSpec(ram=4 * MB, migrate=True),

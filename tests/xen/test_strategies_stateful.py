@@ -24,11 +24,9 @@ from hypothesis.stateful import (
 
 from vaalloc.errors import LogDirtyError, MappingError, OutOfSpace
 from vaalloc.lpae import Translation
-from vaalloc.xen import Domain
-from vaalloc.xen.p2m import is_table
-from vaalloc.xen.p2mwalk import DirectMapWalk
-from vaalloc.xen.strategies import make_xen
-from vaalloc.xen.switched import SwitchedVLPT
+from vaalloc.lpae.descriptor import is_table
+from vaalloc.xen import Domain, Xen
+from vaalloc.xen.lookup import DirectMapWalk, SwitchedVLPT
 
 MB = 1 << 20
 GB = 1 << 30
@@ -56,7 +54,7 @@ def machine_for(strategy: str, capacity: int | None) -> type[RuleBasedStateMachi
 
         def __init__(self) -> None:
             super().__init__()
-            self.xen = make_xen(strategy, CPUS, capacity=capacity, stale_check=True)
+            self.xen = Xen(CPUS, lookup=strategy, capacity=capacity, stale_check=True)
             self.expected: dict[int, set[int]] = {}
             self.populated: dict[int, set[int]] = {}
 

@@ -14,6 +14,7 @@ from vaalloc.errors import (
     VAAllocError,
 )
 from vaalloc.lpae import Fault, FaultError, PageTable, Translation
+from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE
 from vaalloc.xen import Xen
 from vaalloc.xen import layout as L
 from vaalloc.xen.p2m import is_block, is_table, p2m_type
@@ -47,7 +48,7 @@ def test_boot_tables_per_cpu_and_shared_second(xen: Xen) -> None:
     # The loop slot maps xen_second page 0 as a level-3 table: page k of the loop is what
     # xen_second[k] points at; for k = 1 that is xen_xenmap, whose entry 1 maps image page 1.
     xenmap_entry = xen.read_va(0, L.VLPT_LOOP_VA + 1 * L.PAGE_SIZE + 8)
-    assert xenmap_entry & L.DESC_ADDR_MASK == xen.pagetables.xen_image_pa + L.PAGE_SIZE
+    assert xenmap_entry & ADDR_MASK_40 == xen.pagetables.xen_image_pa + L.PAGE_SIZE
     with pytest.raises(RangeError, match="CPU 2"):
         xen.httbr(2)
 
@@ -55,8 +56,8 @@ def test_boot_tables_per_cpu_and_shared_second(xen: Xen) -> None:
 def test_xen_requires_sane_arguments() -> None:
     with pytest.raises(RangeError, match="cpus=0"):
         Xen(cpus=0)
-    with pytest.raises(RangeError, match="'walk'"):
-        Xen(lookup="walk")
+    with pytest.raises(RangeError, match="'bogus'"):
+        Xen(lookup="bogus")
 
 
 # --- the conformance surface ---------------------------------------------------------------------
@@ -148,8 +149,8 @@ def test_superpage_split_on_write(xen: Xen) -> None:
     l2_pa = d.p2m.entry_pa(ipa, 2)
     trace: list[tuple[int, int]] = []
     xen.mem.trace = trace
-    flush = xen.flush_guest_all
-    xen.flush_guest_all = lambda dom: (trace.append((-1, dom.vmid)), flush(dom))[1]  # type: ignore[method-assign]
+    flush = xen.core.flush_guest_all
+    xen.core.flush_guest_all = lambda dom: (trace.append((-1, dom.vmid)), flush(dom))[1]  # type: ignore[method-assign]
     xen.guest_write(d, ipa, cpu=1)
     xen.mem.trace = None
     # Break-before-make on the level-2 entry: invalid, TLBIALLIS for the VMID, then the table.
@@ -314,7 +315,7 @@ def test_write_to_read_only_block_is_a_real_fault(xen: Xen) -> None:
     d = xen.create_domain(ram=2 * MB)
     l3 = d.stage2.l3_pa(d.ram_base)
     assert l3 is not None
-    ro = (xen.mem.read64(l3) & ~(L.S2_WRITE | L.P2M_TYPE_MASK)) | (L.P2M_RAM_RO << 55)
+    ro = (xen.mem.read64(l3) & ~(S2AP_WRITE | L.P2M_TYPE_MASK)) | (L.P2M_RAM_RO << 55)
     xen.mem.write64(l3, ro)
     xen.logdirty.enable(d)
     snap = state(xen)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from vaalloc.cli._args import integer, positive
+from vaalloc.studies.compare import Result, SweepPoint, crossovers, winner
 
 __all__ = ["register"]
 
@@ -88,8 +90,8 @@ def _workload_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare(args: argparse.Namespace) -> int:
     """Run the comparison (one point, or the sweep) and print it."""
-    from vaalloc.xen import compare as cmp
-    from vaalloc.xen.workload import Workload
+    from vaalloc.studies import compare as cmp
+    from vaalloc.studies.workload import Workload
 
     weights = cmp.parse_weights(args.weights) if args.weights else None
     if args.sweep:
@@ -111,15 +113,15 @@ def _compare(args: argparse.Namespace) -> int:
         f"{args.pcpus} pCPUs, {args.domains} domains of {args.ram}MB ({args.logdirty} migrating), "
         f"{args.switch_rate:g} switches/s/pCPU, {args.duration:g} ms, seed {args.seed}"
     )
-    print(cmp.format_table(results))
+    print(format_table(results))
     best = cmp.winner(results)
     print(f"\ncheapest per write fault: {best.strategy if best else 'none'}")
     return 0
 
 
 def _sweep(args: argparse.Namespace, weights: dict[str, float] | None) -> int:
-    from vaalloc.xen import compare as cmp
-    from vaalloc.xen.chart import sweep_charts, write_chart
+    from vaalloc.cli.chart import sweep_charts, write_chart
+    from vaalloc.studies import compare as cmp
 
     points = cmp.sweep(
         args.strategies,
@@ -166,10 +168,73 @@ def _sweep(args: argparse.Namespace, weights: dict[str, float] | None) -> int:
             )
         )
         return 0
-    print(cmp.format_sweep(points))
+    print(format_sweep(points))
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+# --- text output: the study returns numbers, the command lays them out --------------------
+_COLUMNS = (
+    ("faults", "faults"),
+    ("context_switches", "switches"),
+    ("context_switch_slot_writes", "sw_slots"),
+    ("context_switch_tlbi", "sw_tlbi"),
+    ("xen_second_writes", "x2_wr"),
+    ("map_domain_page", "mdp"),
+    ("tlbi", "tlbi"),
+    ("hyp_tlb_misses", "hyp_miss"),
+    ("xen_hot_tlb_misses", "xen_miss"),
+)
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A text table: raw counts, then cycles per fault, per switch, and the total."""
+    head = "strategy      " + "".join(f"{label:>10}" for _, label in _COLUMNS)
+    head += f"{'cyc/fault':>11}{'handler':>9}{'cyc/switch':>11}{'Mcycles':>9}"
+    lines = [head]
+    for r in results:
+        row = f"{r.strategy:<14}" + "".join(f"{r.counts.get(k, 0):>10}" for k, _ in _COLUMNS)
+        if not r.supported:
+            row += f"{'(window too small: ' + str(int(r.stats['refused'])) + ' refused)':>40}"
+        else:
+            row += (
+                f"{r.per_fault:>11.0f}{r.handler_per_fault:>9.0f}{r.per_switch:>11.0f}"
+                f"{r.cycles / 1e6:>9.2f}"
+            )
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def format_sweep(points: Sequence[SweepPoint]) -> str:
+    """Cycles per fault for each point and strategy, the winner, then the crossovers."""
+    if not points:
+        return "(empty sweep)"
+    names = [r.strategy for r in points[0].results]
+    head = f"{'ld':>3} {'cap':>4} {'rate/s':>7} " + "".join(f"{n:>14}" for n in names)
+    lines = ["cycles per write fault (context switches amortised over faults)", head]
+    for p in points:
+        cells = "".join(
+            f"{(f'{r.per_fault:.0f}' if r.supported and r.faults else 'n/a'):>14}"
+            for r in p.results
+        )
+        best = winner(p.results)
+        cap = "max" if p.capacity is None else str(p.capacity)
+        lines.append(
+            f"{p.logdirty:>3} {cap:>4} {p.switch_rate:>7g} {cells}  "
+            f"-> {best.strategy if best else 'none'}"
+        )
+    cross = crossovers(points)
+    lines.append("")
+    if not cross:
+        lines.append("no crossover in the swept range")
+    for c in cross:
+        cap = "max" if c.capacity is None else str(c.capacity)
+        lines.append(
+            f"ld={c.logdirty} cap={cap}: {c.below} cheaper below ~{c.rate:.0f} switches/s/pCPU, "
+            f"{c.above} above (between {c.rate_lo:g} and {c.rate_hi:g})"
+        )
+    return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -76,7 +76,7 @@ def slot_map(sizes: list[int]) -> dict[str, Any]:
     second-level view ranges, and the free slots left.  Raises RangeError for a size that is not
     a positive multiple of 4KB or does not fit the 40-bit IPA space.  O(domains)."""
     from vaalloc.xen import layout
-    from vaalloc.xen.vlpt import new_window
+    from vaalloc.xen.lookup import new_window
     from vaalloc.xen.vlptmath import gb_span, second_va, third_va
 
     window = new_window()

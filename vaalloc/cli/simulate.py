@@ -13,7 +13,7 @@ are more vCPUs than CPUs).  Every guest is migrated at once, in pre-copy rounds:
 * when every guest has at most ``stop_pages`` dirty pages (or after ``max_rounds``), the guests
   are paused and the last dirty pages sent (stop-and-copy).
 
-``strategy`` picks how the fault handler finds p2m entries (:mod:`vaalloc.xen.strategies`; the
+``strategy`` picks how the fault handler finds p2m entries (:mod:`vaalloc.xen.lookup`; the
 default is the per-domain VLPT).  Each round reports what the ledger counted: pages sent, guest
 writes, faults, VLPT reads, ``map_domain_page`` calls, ``xen_second`` slot writes (all of them
 at enable with the per-domain VLPT, none at context switch), context switches, TLB maintenance,
@@ -96,12 +96,12 @@ def run_scenario(sc: Scenario, progress: ProgressBar | None = None) -> dict[str,
     the model inconsistent; nothing is left half done, since everything lives in the fresh
     model.
     """
-    from vaalloc.xen.strategies import make_xen
+    from vaalloc.xen import Xen
 
     _check(sc)
     bar = progress or ProgressBar(enabled=False)
     rng = random.Random(sc.seed)
-    xen = make_xen(sc.strategy, sc.cpus, stale_check=sc.stale_check)
+    xen = Xen(sc.cpus, lookup=sc.strategy, stale_check=sc.stale_check)
     doms = []
     for k in range(sc.domains):
         bar.update("creating domains", k, sc.domains, force=True)

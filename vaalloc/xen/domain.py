@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from vaalloc.lpae import PageTable
+from typing import TYPE_CHECKING
+
 from vaalloc.xen.layout import PAGE_SHIFT
-from vaalloc.xen.p2m import P2M
+
+if TYPE_CHECKING:
+    from vaalloc.lpae import PageTable
+    from vaalloc.xen.p2m import P2M
 
 __all__ = ["Domain"]
 
 
 class Domain:
     """One guest: ``domid``, ``vmid`` (8-bit, tags its stage-2 TLB entries), RAM at
-    ``[ram_base, ram_base + ram_size)`` of IPA, ``stage2`` (the :class:`P2M` that owns its
-    tables and frames) and ``p2m`` (a :class:`vaalloc.lpae.PageTable` adopting the same root,
-    for walks).
+    ``[ram_base, ram_base + ram_size)`` of IPA, ``stage2`` (the :class:`P2M` that writes its
+    tables as Xen does and owns its RAM frames) and ``p2m`` (the
+    :class:`vaalloc.lpae.PageTable` that owns those tables: walk it, check it).
 
     Log-dirty state: ``logdirty`` (tracking on/off) and ``dirty`` (guest frame numbers,
     ``ipa >> 12``, written since the last clean). Created by ``Xen.create_domain`` only.
@@ -27,7 +31,6 @@ class Domain:
         ram_size: int,
         superpages: bool,
         stage2: P2M,
-        p2m: PageTable,
     ) -> None:
         self.domid = domid
         self.vmid = vmid
@@ -35,10 +38,16 @@ class Domain:
         self.ram_size = ram_size
         self.superpages = superpages
         self.stage2 = stage2
-        self.p2m = p2m
         self.logdirty = False
         self.dirty: set[int] = set()
         self.alive = True
+
+    @property
+    def p2m(self) -> PageTable:
+        """The stage-2 tables as a :class:`vaalloc.lpae.PageTable` (root: two concatenated
+        level-1 pages). Its record of owned tables is the p2m's own, kept as tables come and
+        go, so ``d.p2m.check()`` and ``d.p2m.owned_tables()`` are true at every moment."""
+        return self.stage2.table
 
     @property
     def ram_end(self) -> int:

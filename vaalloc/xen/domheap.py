@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
+from vaalloc.lpae.descriptor import ADDR_MASK_40
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     DOMHEAP_AVAIL_SHIFT,
     DOMHEAP_ENTRIES,
     DOMHEAP_REFCOUNT_MAX,
@@ -29,7 +29,7 @@ from vaalloc.xen.layout import (
 )
 
 if TYPE_CHECKING:
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["Domheap"]
 
@@ -39,11 +39,11 @@ _AVAIL_MASK = 0xF << DOMHEAP_AVAIL_SHIFT
 class Domheap:
     """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`."""
 
-    def __init__(self, xen: Xen) -> None:
-        self.xen = xen
+    def __init__(self, core: Hypervisor) -> None:
+        self.core = core
 
     def _entry(self, cpu: int, slot: int) -> int:
-        v: int = self.xen.mem.read64(self.xen.pagetables.dommap_pa(cpu, slot))
+        v: int = self.core.mem.read64(self.core.pagetables.dommap_pa(cpu, slot))
         return v
 
     def map_domain_page(self, cpu: int, mfn: int) -> int:
@@ -52,12 +52,12 @@ class Domheap:
         O(1) expected, O(1024) probes worst case. Raises RangeError for a bad CPU or MFN and
         OutOfSpace when every slot is busy (Xen BUG()s: callers misbehaved).
         """
-        self.xen.check_cpu(cpu)
-        if not 0 <= mfn < self.xen.mem.limit >> PAGE_SHIFT:
+        self.core.check_cpu(cpu)
+        if not 0 <= mfn < self.core.mem.limit >> PAGE_SHIFT:
             raise RangeError(f"map_domain_page: MFN {mfn:#x} beyond physical memory")
         slot_mfn = mfn & ~LPAE_ENTRY_MASK
         slot = (slot_mfn >> LPAE_SHIFT) % DOMHEAP_ENTRIES
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         for _ in range(DOMHEAP_ENTRIES):
             e = self._entry(cpu, slot)
             count = (e & _AVAIL_MASK) >> DOMHEAP_AVAIL_SHIFT
@@ -65,15 +65,15 @@ class Domheap:
                 new = (slot_mfn << PAGE_SHIFT) | XEN_ENTRY_ATTRS | (1 << DOMHEAP_AVAIL_SHIFT)
                 pt.write_pte(pt.dommap_pa(cpu, slot), new)
                 break
-            if count < DOMHEAP_REFCOUNT_MAX and (e & DESC_ADDR_MASK) >> PAGE_SHIFT == slot_mfn:
+            if count < DOMHEAP_REFCOUNT_MAX and (e & ADDR_MASK_40) >> PAGE_SHIFT == slot_mfn:
                 pt.write_pte(pt.dommap_pa(cpu, slot), e + (1 << DOMHEAP_AVAIL_SHIFT))
                 break
             slot = (slot + 1) % DOMHEAP_ENTRIES
         else:
             raise OutOfSpace(f"map_domain_page(cpu={cpu}, mfn={mfn:#x}): domheap map full")
         va = DOMHEAP_VIRT_START + (slot << SECOND_SHIFT) + ((mfn & LPAE_ENTRY_MASK) << PAGE_SHIFT)
-        self.xen.flush_xen_va_local(cpu, va)
-        self.xen.ledger.add("map_domain_page")
+        self.core.flush_xen_va_local(cpu, va)
+        self.core.ledger.add("map_domain_page")
         return va
 
     def unmap_domain_page(self, cpu: int, va: int) -> None:
@@ -82,14 +82,14 @@ class Domheap:
         The entry stays valid (Xen reuses it lazily). Raises InvalidFree if ``va`` is not in
         the domheap or its slot has no reference.
         """
-        self.xen.check_cpu(cpu)
+        self.core.check_cpu(cpu)
         if not DOMHEAP_VIRT_START <= va < DOMHEAP_VIRT_END:
             raise InvalidFree(f"unmap_domain_page({va:#x}): not a domheap address")
         slot = (va - DOMHEAP_VIRT_START) >> SECOND_SHIFT
         e = self._entry(cpu, slot)
         if not e & _AVAIL_MASK:
             raise InvalidFree(f"unmap_domain_page({va:#x}): slot {slot} on cpu {cpu} not mapped")
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         pt.write_pte(pt.dommap_pa(cpu, slot), e - (1 << DOMHEAP_AVAIL_SHIFT))
 
     def refcount(self, cpu: int, slot: int) -> int:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from vaalloc.lpae.descriptor import AF, NG, S2AP_READ, S2AP_WRITE, SW_SHIFT, TABLE, VALID, XN
+
 # --- LPAE geometry (4KB granule) -------------------------------------------------------------
 PAGE_SHIFT: Final = 12
 PAGE_SIZE: Final = 1 << PAGE_SHIFT
@@ -112,7 +114,7 @@ VTCR_VALUE: Final = 0x8000_3558  # T0SZ=-8 (40-bit), SL0=1 (start at level 1), W
 MAX_VMID: Final = 255  # 8-bit VMID in ARMv7 VTTBR
 
 # p2m types, kept in descriptor software bits 55..58 (Xen's p2m_type_t order, 4.4/4.5).
-P2M_TYPE_SHIFT: Final = 55
+P2M_TYPE_SHIFT: Final = SW_SHIFT
 P2M_TYPE_MASK: Final = 0xF << P2M_TYPE_SHIFT
 P2M_INVALID: Final = 0
 P2M_RAM_RW: Final = 1
@@ -120,35 +122,23 @@ P2M_RAM_RO: Final = 2
 # Mainline arm32 never got a log-dirty type; vaalloc uses the first value Xen leaves free.
 P2M_RAM_LOGDIRTY: Final = 7
 
-# --- Descriptor bits ----------------------------------------------------------------------------
-DESC_VALID: Final = 1 << 0
-DESC_TABLE: Final = 1 << 1  # table at L1/L2, page at L3
-DESC_TYPE_MASK: Final = 0b11
-DESC_TYPE_TABLE: Final = 0b11
-DESC_TYPE_BLOCK: Final = 0b01
-DESC_ADDR_MASK: Final = ((1 << 40) - 1) & ~(PAGE_SIZE - 1)  # bits 12..39
-DESC_AF: Final = 1 << 10
-DESC_XN: Final = 1 << 54
-S2_READ: Final = 1 << 6  # S2AP[0]
-S2_WRITE: Final = 1 << 7  # S2AP[1]
-P2M_PERM_MASK: Final = 0x0040_0000_0000_00C0  # XN | S2AP: what Xen compares on a fault
+# --- Descriptors Xen writes (the bit names themselves live in vaalloc.lpae.descriptor) ----
+P2M_PERM_MASK: Final = XN | S2AP_WRITE | S2AP_READ  # 0x00400000000000C0: compared on a fault
 
 # Xen's p2m entries (p2m.c, mfn_to_p2m_entry): AF=1, SH=outer (0b10), read=1, MemAttr=0xF.
-_P2M_COMMON: Final = DESC_AF | (0b10 << 8) | S2_READ | (0xF << 2) | DESC_VALID
+_P2M_COMMON: Final = AF | (0b10 << 8) | S2AP_READ | (0xF << 2) | VALID
 # A p2m *table* entry is mfn_to_p2m_entry(mfn, MATTR_MEM, p2m_invalid): write=0, XN=1.
 # Stage 2 ignores these attribute bits in a table descriptor, but Xen's hyp walker reads the
 # same bits when the descriptor is seen as a level-3 page through the VLPT: MemAttr 0xF reads as
 # AttrIndx=7 (WRITEALLOC) and NS=1, S2AP read reads as AP[1]=1 (as Xen's own mappings), S2AP
 # write=0 reads as AP[2]=0 (writable), AF=1, XN=1. So the view is a normal Xen data mapping.
-P2M_TABLE_ATTRS: Final = _P2M_COMMON | DESC_TABLE | DESC_XN
+P2M_TABLE_ATTRS: Final = _P2M_COMMON | TABLE | XN
 # A RAM leaf (page at L3, 0b11; block at L2, 0b01) of type ram_rw: read/write, executable.
-P2M_RAM_RW_ATTRS: Final = _P2M_COMMON | S2_WRITE | (P2M_RAM_RW << P2M_TYPE_SHIFT)
+P2M_RAM_RW_ATTRS: Final = _P2M_COMMON | S2AP_WRITE | (P2M_RAM_RW << P2M_TYPE_SHIFT)
 # The same leaf while log-dirty tracks it and it is clean: write-protected, type ram_logdirty.
 P2M_RAM_LOGDIRTY_ATTRS: Final = _P2M_COMMON | (P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT)
 
 # Xen's own mappings (page.h, mfn_to_xen_entry): XN, nG, AF, SH=outer, NS, AP[1]=1, WRITEALLOC.
-XEN_ENTRY_ATTRS: Final = (
-    DESC_XN | (1 << 11) | DESC_AF | (0b10 << 8) | (1 << 6) | (1 << 5) | (0b111 << 2) | DESC_VALID
-)
-XEN_TABLE_ATTRS: Final = XEN_ENTRY_ATTRS | DESC_TABLE  # links and 4KB pages set bit 1 too
-DOMHEAP_AVAIL_SHIFT: Final = 55  # pt.avail: the refcount of a domheap slot
+XEN_ENTRY_ATTRS: Final = XN | NG | AF | (0b10 << 8) | (1 << 6) | (1 << 5) | (0b111 << 2) | VALID
+XEN_TABLE_ATTRS: Final = XEN_ENTRY_ATTRS | TABLE  # links and 4KB pages set bit 1 too
+DOMHEAP_AVAIL_SHIFT: Final = SW_SHIFT  # pt.avail: the refcount of a domheap slot

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import LogDirtyError, MappingError
+from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE, is_block, is_table
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     LPAE_ENTRY_MASK,
     P2M_RAM_LOGDIRTY,
     P2M_RAM_RW,
@@ -33,16 +33,19 @@ from vaalloc.xen.layout import (
     P2M_TYPE_SHIFT,
     PAGE_SHIFT,
     PAGE_SIZE,
-    S2_WRITE,
     SECOND_SHIFT,
 )
-from vaalloc.xen.p2m import is_block, is_table, leaf_to_logdirty, leaf_to_rw, p2m_type
-from vaalloc.xen.tableio import read_table, write_table
+from vaalloc.xen.p2m import (
+    leaf_to_logdirty,
+    leaf_to_rw,
+    p2m_type,
+)
 from vaalloc.xen.vlptmath import gb_span
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
+    from vaalloc.xen.lookup.base import P2MLookup
 
 __all__ = ["LogDirty"]
 
@@ -53,10 +56,11 @@ _BULK_CLEAN_FRACTION = 8
 
 
 class LogDirty:
-    """Log-dirty operations of a :class:`~vaalloc.xen.system.Xen` (``xen.logdirty``)."""
+    """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy."""
 
-    def __init__(self, xen: Xen) -> None:
-        self.xen = xen
+    def __init__(self, core: Hypervisor, lookup: P2MLookup) -> None:
+        self.core = core
+        self.lookup = lookup
 
     # --- state changes ----------------------------------------------------------------------
     def enable(self, d: Domain) -> None:
@@ -66,10 +70,10 @@ class LogDirty:
         has no run of slots for ``d`` (nothing changed in either case). Cost: one pass over
         the p2m tables, ``nr_slots`` xen_second writes, one TLBIALLIS.
         """
-        self.xen.check_domain(d)
+        self.core.check_domain(d)
         if d.logdirty:
             raise LogDirtyError(f"log-dirty already enabled on domain {d.domid}")
-        lookup = self.xen.lookup
+        lookup = self.lookup
         lookup.reserve(d)
         try:
             first_gb, nr = gb_span(d.ram_base, d.ram_size)
@@ -77,7 +81,7 @@ class LogDirty:
             for gb in range(first_gb, first_gb + nr):
                 split |= d.stage2.split_gb(gb << 30)  # may run out of frames
             if split:
-                self.xen.flush_guest_all(d)
+                self.core.flush_guest_all(d)
             lookup.on_enable(d)
         except BaseException:
             # Give the slots back (a 1GB split already done stays: same translations).
@@ -86,21 +90,21 @@ class LogDirty:
         d.stage2.protect_all()
         d.dirty = set()
         d.logdirty = True
-        self.xen.flush_guest_all(d)
+        self.core.flush_guest_all(d)
 
     def disable(self, d: Domain) -> None:
         """Stop tracking: RAM leaves writable again, slots removed, dirty set dropped.
 
         Split superpages stay split. Raises LogDirtyError when not tracking.
         """
-        self.xen.check_domain(d)
+        self.core.check_domain(d)
         if not d.logdirty:
             raise LogDirtyError(f"log-dirty is not enabled on domain {d.domid}")
         d.stage2.unprotect_all()
-        self.xen.lookup.on_disable(d)
+        self.lookup.on_disable(d)
         d.logdirty = False
         d.dirty = set()
-        self.xen.flush_guest_all(d)
+        self.core.flush_guest_all(d)
 
     # --- reporting --------------------------------------------------------------------------
     def peek(self, d: Domain, clean: bool = True) -> set[int]:
@@ -111,7 +115,7 @@ class LogDirty:
         bulk pass over the leaf tables, O(RAM) with a small constant. Raises LogDirtyError
         when not tracking.
         """
-        self.xen.check_domain(d)
+        self.core.check_domain(d)
         if not d.logdirty:
             raise LogDirtyError(f"peek: log-dirty is not enabled on domain {d.domid}")
         dirty = d.dirty
@@ -123,15 +127,15 @@ class LogDirty:
             # grouping the frames. While tracking, the ram_rw leaves are exactly the dirty
             # ones (the invariant Xen.check verifies), so protect_all re-arms the same set.
             d.stage2.protect_all()
-            self.xen.flush_guest_all(d)
+            self.core.flush_guest_all(d)
         elif dirty:
             self._reprotect(d, dirty)
-            self.xen.flush_guest_all(d)
+            self.core.flush_guest_all(d)
         return dirty
 
     def _reprotect(self, d: Domain, gfns: Iterable[int]) -> None:
         """Write-protect the leaves of ``gfns`` (dirty pages: 4KB leaves of type ram_rw)."""
-        mem = self.xen.mem
+        mem = self.core.mem
         writes = 0
         shift = SECOND_SHIFT - PAGE_SHIFT
         buckets: dict[int, list[int]] = {}
@@ -146,7 +150,7 @@ class LogDirty:
             if l3 is None:
                 continue  # RAM removed since the write
             table = l3 & ~(PAGE_SIZE - 1)
-            entries = read_table(mem, table)
+            entries = mem.read_table(table)
             for gfn in group:
                 i = gfn & LPAE_ENTRY_MASK
                 e = entries[i]
@@ -154,8 +158,8 @@ class LogDirty:
                 if new != e:
                     entries[i] = new
                     writes += 1
-            write_table(mem, table, entries)
-        self.xen.ledger.add("p2m_pte_writes", writes)
+            mem.write_table(table, entries)
+        self.core.ledger.add("p2m_pte_writes", writes)
 
     def scan(self, d: Domain) -> set[int]:
         """The dirty set as the p2m says it: frames of 4KB leaves of type ``ram_rw`` (plus every
@@ -176,18 +180,18 @@ class LogDirty:
         never looked up in the leaf view, where it would fault). Raises MappingError if the
         fault is not a log-dirty one (e.g. a ``ram_ro`` page): nothing is changed then.
         """
-        lookup = self.xen.lookup
-        ledger = self.xen.ledger
+        lookup = self.lookup
+        ledger = self.core.ledger
         l2 = lookup.read_second(cpu, d, ipa)
         if is_block(l2):
             if l2 & P2M_TYPE_MASK == _TYPE_LOGDIRTY:
                 # Break-before-make: the 2MB entry may sit in any CPU's TLB, so it goes from
                 # every TLB between the invalid entry and the new table.
-                d.stage2.split_block(ipa, lambda: self.xen.flush_guest_all(d))
+                d.stage2.split_block(ipa, lambda: self.core.flush_guest_all(d))
                 ledger.add("superpage_splits")
-            elif l2 & S2_WRITE:
+            elif l2 & S2AP_WRITE:
                 ledger.add("spurious_faults")
-                self.xen.flush_guest_local(cpu, d)
+                self.core.flush_guest_local(cpu, d)
                 return
             else:
                 raise MappingError(f"d{d.domid}: write to read-only 2MB block at {ipa:#x}")
@@ -199,11 +203,11 @@ class LogDirty:
             lookup.write_leaf(cpu, d, ipa, leaf_to_rw(leaf))
             ledger.counts["p2m_pte_writes"] += 1
             d.dirty.add(ipa >> PAGE_SHIFT)
-        elif kind == _TYPE_RW and leaf & S2_WRITE:
+        elif kind == _TYPE_RW and leaf & S2AP_WRITE:
             ledger.add("spurious_faults")
         else:
             raise MappingError(
                 f"d{d.domid}: write fault at IPA {ipa:#x} on a non-log-dirty leaf {leaf:#x} "
-                f"(p2m type {p2m_type(leaf)}, table {leaf & DESC_ADDR_MASK:#x})"
+                f"(p2m type {p2m_type(leaf)}, table {leaf & ADDR_MASK_40:#x})"
             )
-        self.xen.flush_guest_local(cpu, d)
+        self.core.flush_guest_local(cpu, d)

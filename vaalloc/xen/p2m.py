@@ -21,13 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from vaalloc.errors import MappingError, RangeError
-from vaalloc.lpae import PhysicalMemory
+from vaalloc.lpae import ARMV7_S2_40, PageTable, PhysicalMemory
+from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE, TABLE, is_block, is_table
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
-    DESC_TABLE,
-    DESC_TYPE_BLOCK,
-    DESC_TYPE_MASK,
-    DESC_TYPE_TABLE,
     FIRST_SHIFT,
     FIRST_SIZE,
     LPAE_ENTRIES,
@@ -45,18 +41,14 @@ from vaalloc.xen.layout import (
     PAGE_SHIFT,
     PAGE_SIZE,
     PTE_SIZE,
-    S2_WRITE,
     SECOND_SHIFT,
     SECOND_SIZE,
 )
 from vaalloc.xen.ledger import Ledger
-from vaalloc.xen.tableio import read_table, write_table
 
 __all__ = [
     "P2M",
     "P2MChange",
-    "is_block",
-    "is_table",
     "leaf_to_logdirty",
     "leaf_to_rw",
     "p2m_type",
@@ -69,19 +61,9 @@ _TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
 _TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 # ram_rw + writable <-> ram_logdirty + read-only is one XOR: the write bit and the type bits
 # that differ between the two types. Only entries matching exactly (type and write bit) flip.
-_MATCH_MASK = P2M_TYPE_MASK | S2_WRITE
-_RW_WRITABLE = _TYPE_RW | S2_WRITE
-_FLIP = S2_WRITE | (_TYPE_RW ^ _TYPE_LOGDIRTY)
-
-
-def is_table(desc: int) -> bool:
-    """True if ``desc`` is a table (levels 1-2) or page (level 3) descriptor (0b11)."""
-    return desc & DESC_TYPE_MASK == DESC_TYPE_TABLE
-
-
-def is_block(desc: int) -> bool:
-    """True if ``desc`` is a block descriptor (0b01; invalid at level 3)."""
-    return desc & DESC_TYPE_MASK == DESC_TYPE_BLOCK
+_MATCH_MASK = P2M_TYPE_MASK | S2AP_WRITE
+_RW_WRITABLE = _TYPE_RW | S2AP_WRITE
+_FLIP = S2AP_WRITE | (_TYPE_RW ^ _TYPE_LOGDIRTY)
 
 
 def p2m_type(desc: int) -> int:
@@ -136,8 +118,10 @@ class P2M:
         self.name = name
         self.on_change: P2MChange | None = None
         # Root: level 1, two concatenated pages (1024 entries), aligned to its size.
-        self.root: int = self._mem_alloc(P2M_ROOT_PAGES, P2M_ROOT_PAGES)
-        self._tables: set[int] = set()  # level-2 and level-3 table frames we own
+        # The tables live in a PageTable, so that its record of owned tables is always true
+        # (d.p2m.check() holds); this class writes the descriptors, exactly as Xen does.
+        self.table = PageTable(mem, ARMV7_S2_40)
+        self.root: int = self.table.root
         self._runs: dict[int, int] = {}  # 2MB index (ipa >> 21) -> PA of its RAM run
 
     # --- memory helpers ---------------------------------------------------------------------
@@ -161,17 +145,15 @@ class P2M:
         if level < 3 and old != value and self.on_change is not None:
             self.on_change(level, ipa, old, value)
 
-    def _new_table(self, values: list[int] | None = None) -> int:
-        pa = self._mem_alloc(1, 1)
-        self._tables.add(pa)
+    def _new_table(self, level: int, values: list[int] | None = None) -> int:
+        pa = self.table.new_table(level)
         if values is not None:
-            write_table(self.mem, pa, values)
+            self.mem.write_table(pa, values)
             self.ledger.add("p2m_pte_writes", len(values))
         return pa
 
     def _free_table(self, pa: int) -> None:
-        self._tables.discard(pa)
-        self.mem.free_frames(pa)
+        self.table.free_table(pa)
 
     # --- lookups ----------------------------------------------------------------------------
     @staticmethod
@@ -193,7 +175,7 @@ class P2M:
         l1 = self._read(self.l1_pa(ipa))
         if not is_table(l1):
             return None
-        return (l1 & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        return (l1 & ADDR_MASK_40) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
 
     def l3_pa(self, ipa: int) -> int | None:
         """PA of the level-3 entry for ``ipa``, or None when level 2 is not a table."""
@@ -203,7 +185,7 @@ class P2M:
         l2 = self._read(l2pa)
         if not is_table(l2):
             return None
-        return (l2 & DESC_ADDR_MASK) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        return (l2 & ADDR_MASK_40) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
 
     def leaf(self, ipa: int) -> tuple[int, int, int] | None:
         """``(level, entry_pa, descriptor)`` of the valid leaf mapping ``ipa``, else None."""
@@ -213,13 +195,13 @@ class P2M:
             return 1, l1pa, d
         if not is_table(d):
             return None
-        l2pa = (d & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        l2pa = (d & ADDR_MASK_40) + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
         d = self._read(l2pa)
         if is_block(d):
             return 2, l2pa, d
         if not is_table(d):
             return None
-        l3pa = (d & DESC_ADDR_MASK) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+        l3pa = (d & ADDR_MASK_40) + ((ipa >> PAGE_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
         d = self._read(l3pa)
         return (3, l3pa, d) if is_table(d) else None
 
@@ -232,10 +214,10 @@ class P2M:
         l1pa = self.l1_pa(ipa)
         l1 = self._read(l1pa)
         if is_table(l1):
-            return l1 & DESC_ADDR_MASK
+            return l1 & ADDR_MASK_40
         if is_block(l1):
             raise MappingError(f"{self.name}: IPA {ipa:#x} is inside a 1GB block")
-        table = self._new_table()
+        table = self._new_table(2)
         self.write_entry(1, ipa, l1pa, table | P2M_TABLE_ATTRS)
         return table
 
@@ -267,10 +249,10 @@ class P2M:
         if block:
             self.write_entry(2, chunk, l2pa, run | leaf)
             return
-        page = leaf | DESC_TABLE
+        page = leaf | TABLE
         values = [run + (i << PAGE_SHIFT) | page for i in range(nr_pages)]
         values += [0] * (LPAE_ENTRIES - nr_pages)
-        table = self._new_table(values)
+        table = self._new_table(3, values)
         self.write_entry(2, chunk, l2pa, table | P2M_TABLE_ATTRS)
 
     def depopulate(self, ipa: int, size: int) -> None:
@@ -291,15 +273,15 @@ class P2M:
             old = self._read(l2pa)
             self.write_entry(2, chunk, l2pa, 0)
             if is_table(old):
-                self._free_table(old & DESC_ADDR_MASK)
+                self._free_table(old & ADDR_MASK_40)
             self.mem.free_frames(self._runs.pop(chunk >> SECOND_SHIFT))
             self._free_l2_if_empty(chunk)
 
     def _free_l2_if_empty(self, ipa: int) -> None:
         l1pa = self.l1_pa(ipa)
         l1 = self._read(l1pa)
-        table = l1 & DESC_ADDR_MASK
-        if any(read_table(self.mem, table)):
+        table = l1 & ADDR_MASK_40
+        if any(self.mem.read_table(table)):
             return
         self.write_entry(1, ipa, l1pa, 0)
         self._free_table(table)
@@ -315,9 +297,11 @@ class P2M:
         l1 = self._read(l1pa)
         if not is_block(l1):
             return False
-        base = l1 & DESC_ADDR_MASK & ~(FIRST_SIZE - 1)
-        attrs = l1 & ~DESC_ADDR_MASK
-        table = self._new_table([base + (i << SECOND_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
+        base = l1 & ADDR_MASK_40 & ~(FIRST_SIZE - 1)
+        attrs = l1 & ~ADDR_MASK_40
+        table = self._new_table(
+            2, [base + (i << SECOND_SHIFT) | attrs for i in range(LPAE_ENTRIES)]
+        )
         self.write_entry(1, ipa, l1pa, 0)
         self.write_entry(1, ipa, l1pa, table | P2M_TABLE_ATTRS)
         return True
@@ -334,9 +318,9 @@ class P2M:
         old = self._read(l2pa) if l2pa is not None else 0
         if l2pa is None or not is_block(old):
             raise MappingError(f"{self.name}: no 2MB block maps IPA {ipa:#x}")
-        base = old & DESC_ADDR_MASK & ~(SECOND_SIZE - 1)
-        attrs = (old & ~DESC_ADDR_MASK) | DESC_TABLE
-        table = self._new_table([base + (i << PAGE_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
+        base = old & ADDR_MASK_40 & ~(SECOND_SIZE - 1)
+        attrs = (old & ~ADDR_MASK_40) | TABLE
+        table = self._new_table(3, [base + (i << PAGE_SHIFT) | attrs for i in range(LPAE_ENTRIES)])
         self.write_entry(2, ipa, l2pa, 0)
         if invalidate is not None:
             invalidate()
@@ -346,29 +330,29 @@ class P2M:
     # --- bulk walks -------------------------------------------------------------------------
     def l2_tables(self) -> Iterator[tuple[int, int]]:
         """Yield ``(gb_index, l2_table_pa)`` for every root entry that is a table."""
-        for i, e in enumerate(read_table(self.mem, self.root, P2M_ROOT_ENTRIES)):
+        for i, e in enumerate(self.mem.read_table(self.root, P2M_ROOT_ENTRIES)):
             if is_table(e):
-                yield i, e & DESC_ADDR_MASK
+                yield i, e & ADDR_MASK_40
 
     def _edit_leaves(self, edit: Callable[[list[int]], tuple[list[int], int]]) -> int:
         """Apply a whole-table edit to every leaf table and to 2MB blocks; returns #changed."""
         changed = 0
         for _gb, l2 in self.l2_tables():
-            entries = read_table(self.mem, l2)
+            entries = self.mem.read_table(l2)
             blocks = [e if is_block(e) else 0 for e in entries]
             new_blocks, n = edit(blocks)
             if n:
                 merged = [
                     nb if is_block(e) else e for e, nb in zip(entries, new_blocks, strict=True)
                 ]
-                write_table(self.mem, l2, merged)
+                self.mem.write_table(l2, merged)
                 changed += n
             for e in entries:
                 if is_table(e):
-                    t = e & DESC_ADDR_MASK
-                    new, n = edit(read_table(self.mem, t))
+                    t = e & ADDR_MASK_40
+                    new, n = edit(self.mem.read_table(t))
                     if n:
-                        write_table(self.mem, t, new)
+                        self.mem.write_table(t, new)
                         changed += n
         self.ledger.add("p2m_pte_writes", changed)
         return changed
@@ -384,12 +368,12 @@ class P2M:
     def leaves(self) -> Iterator[tuple[int, int, int]]:
         """Yield ``(ipa, size, descriptor)`` for every valid leaf, ascending."""
         for gb, l2 in self.l2_tables():
-            for i2, e in enumerate(read_table(self.mem, l2)):
+            for i2, e in enumerate(self.mem.read_table(l2)):
                 base = (gb << FIRST_SHIFT) + (i2 << SECOND_SHIFT)
                 if is_block(e):
                     yield base, SECOND_SIZE, e
                 elif is_table(e):
-                    for i3, leaf in enumerate(read_table(self.mem, e & DESC_ADDR_MASK)):
+                    for i3, leaf in enumerate(self.mem.read_table(e & ADDR_MASK_40)):
                         if is_table(leaf):
                             yield base + (i3 << PAGE_SHIFT), PAGE_SIZE, leaf
 
@@ -400,14 +384,12 @@ class P2M:
     @property
     def frames(self) -> int:
         """Number of table frames this p2m holds (root pages included)."""
-        return len(self._tables) + P2M_ROOT_PAGES
+        return sum(1 for _ in self.table.owned_tables()) - 1 + P2M_ROOT_PAGES
 
     def free(self) -> None:
         """Free every RAM run and table frame, root included. The P2M is dead afterwards."""
         for run in self._runs.values():
             self.mem.free_frames(run)
         self._runs.clear()
-        for t in list(self._tables):
-            self._free_table(t)
-        self.mem.free_frames(self.root)
+        self.table.free()
         self.root = -1

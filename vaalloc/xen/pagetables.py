@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from vaalloc.errors import RangeError
 from vaalloc.lpae import PhysicalMemory
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     DOMHEAP_SECOND_PAGES,
     DOMHEAP_VIRT_START,
     FIRST_SHIFT,
@@ -44,8 +44,6 @@ from vaalloc.xen.layout import (
     XENHEAP_VIRT_START,
 )
 from vaalloc.xen.ledger import Ledger
-from vaalloc.xen.p2m import is_table
-from vaalloc.xen.tableio import write_table
 
 __all__ = ["XenPageTables"]
 
@@ -107,7 +105,7 @@ class XenPageTables:
             else:
                 target = dommap + (i - XEN_SECOND_SHARED_PAGES) * PAGE_SIZE
             entries[i] = target | XEN_TABLE_ATTRS
-        write_table(self.mem, root, entries)
+        self.mem.write_table(root, entries)
         self.ledger.add("xen_pte_writes", XEN_PGTABLE_USED)
         self.pgtable.append(root)
         self.dommap.append(dommap)
@@ -118,7 +116,7 @@ class XenPageTables:
         entries = [0] * LPAE_ENTRIES
         for i in range(XEN_IMAGE_PAGES):
             entries[i] = (image + i * PAGE_SIZE) | XEN_TABLE_ATTRS  # 4KB pages set bit 1
-        write_table(self.mem, xenmap, entries)
+        self.mem.write_table(xenmap, entries)
         self.ledger.add("xen_pte_writes", XEN_IMAGE_PAGES)
         self.write_second(XEN_VIRT_START >> SECOND_SHIFT, xenmap | XEN_TABLE_ATTRS)
         self.xen_image_pa = image
@@ -155,7 +153,7 @@ class XenPageTables:
         index = va >> SECOND_SHIFT
         entry = self.read_second(index)
         if is_table(entry):
-            return entry & DESC_ADDR_MASK
+            return entry & ADDR_MASK_40
         if entry:
             raise RangeError(f"VA {va:#x} is covered by a 2MB block in xen_second[{index}]")
         if not create:
@@ -189,7 +187,7 @@ class XenPageTables:
                     want = self.xen_second + i * PAGE_SIZE
                 else:
                     want = self.dommap[cpu] + (i - XEN_SECOND_SHARED_PAGES) * PAGE_SIZE
-                if v & DESC_ADDR_MASK != want or not is_table(v):
+                if v & ADDR_MASK_40 != want or not is_table(v):
                     raise InvariantError(f"xen_pgtable[{cpu}][{i}] = {v:#x}, want {want:#x}")
         if (DOMHEAP_VIRT_START >> FIRST_SHIFT) != XEN_SECOND_SHARED_PAGES:
             raise InvariantError("layout: domheap does not start at xen_second page 2")

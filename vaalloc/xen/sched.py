@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
+    from vaalloc.xen.lookup.base import P2MLookup
 
 __all__ = ["context_switch"]
 
 
-def context_switch(xen: Xen, cpu: int, d: Domain | None) -> None:
+def context_switch(core: Hypervisor, lookup: P2MLookup, cpu: int, d: Domain | None) -> None:
     """Make ``d`` (or the idle domain, ``None``) current on ``cpu``.
 
     Loads VTTBR with ``d``'s p2m root and VMID: stage-2 TLB entries are VMID-tagged, so no TLB
@@ -20,17 +21,17 @@ def context_switch(xen: Xen, cpu: int, d: Domain | None) -> None:
     ``context_switch_slot_writes`` / ``context_switch_tlbi`` (0 and 0 for the partitioned VLPT).
     Raises RangeError for a bad CPU or a domain that is not live (nothing changed then).
     """
-    xen.check_cpu(cpu)
+    core.check_cpu(cpu)
     if d is not None:
-        xen.check_domain(d)
-    ledger = xen.ledger
-    prev = xen.current[cpu]
+        core.check_domain(d)
+    ledger = core.ledger
+    prev = core.current[cpu]
     writes = ledger.counts["xen_second_writes"]
     tlbi = ledger.counts["tlbi"]
-    xen.lookup.on_context_switch(cpu, prev, d)
+    lookup.on_context_switch(cpu, prev, d)
     if d is not None:
-        xen.load_stage2(cpu, d)
-    xen.current[cpu] = d
+        core.load_stage2(cpu, d)
+    core.current[cpu] = d
     ledger.add("context_switches")
     ledger.add("context_switch_slot_writes", ledger.counts["xen_second_writes"] - writes)
     ledger.add("context_switch_tlbi", ledger.counts["tlbi"] - tlbi)

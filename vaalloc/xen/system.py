@@ -10,43 +10,34 @@ point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.
 from __future__ import annotations
 
 from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
-from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, Fault, FaultError, PageTable, PhysicalMemory
+from vaalloc.lpae import Fault, FaultError, PhysicalMemory
 from vaalloc.lpae.mmu import MMU, StaleHit
-from vaalloc.lpae.tlb import TLB
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
 from vaalloc.xen.fastpath import s2_fill, s2_probe
-from vaalloc.xen.layout import (
-    GUEST_RAM_BASE,
-    MAX_VMID,
-    MB,
-    P2M_IPA_BITS,
-    PAGE_SIZE,
-)
+from vaalloc.xen.hypervisor import Hypervisor
+from vaalloc.xen.layout import GUEST_RAM_BASE, MAX_VMID, MB, P2M_IPA_BITS, PAGE_SIZE
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.logdirty import LogDirty
+from vaalloc.xen.lookup import LookupFactory, P2MLookup, PartitionedVLPT, lookup_factory
 from vaalloc.xen.p2m import P2M
 from vaalloc.xen.pagetables import XenPageTables
 from vaalloc.xen.sched import context_switch
-from vaalloc.xen.vlpt import P2MLookup, PartitionedVLPT
 from vaalloc.xen.vmap import Vmap
 
 __all__ = ["Xen"]
 
-_STRATEGIES = {"partitioned": PartitionedVLPT}
-
-
-def _make_mmu(mem: PhysicalMemory, tlb_entries: int, stale_check: bool) -> MMU:
-    return MMU(mem, tlb=TLB(tlb_entries), stale_check=stale_check)
-
 
 class Xen:
-    """A model Xen 4.3 on ``cpus`` ARMv7 CPUs with LPAE.
+    """A model Xen 4.3 on ``cpus`` ARMv7 CPUs with LPAE: the facade over the core
+    (:class:`~vaalloc.xen.hypervisor.Hypervisor`) and its subsystems.
 
     Keyword arguments: ``pa_bits`` of physical memory (40), ``xenheap_size`` mapped at 1GB
     (8MB), ``tlb_entries`` per CPU TLB (512), ``stale_check`` (False: when True every TLB hit
     is checked against a fresh walk and stale hits are recorded in ``mmu.stale_hits``),
-    ``lookup`` strategy name (``"partitioned"``).
+    ``lookup``: the p2m lookup strategy, a name of :data:`vaalloc.xen.lookup.LOOKUPS`
+    (``"partitioned"``, the default) or a factory ``f(core, capacity=None)``; ``capacity``: the
+    strategy's window size in slots (None: the whole window).
 
     Raises RangeError for a bad CPU count or option.
     """
@@ -59,37 +50,62 @@ class Xen:
         xenheap_size: int = 8 * MB,
         tlb_entries: int = 512,
         stale_check: bool = False,
-        lookup: str = "partitioned",
+        lookup: str | LookupFactory = "partitioned",
+        capacity: int | None = None,
     ) -> None:
         if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 32:
             raise RangeError(f"Xen(cpus={cpus!r}): expected 1..32 CPUs")
-        if lookup not in _STRATEGIES:
-            raise RangeError(f"Xen(lookup={lookup!r}): expected one of {sorted(_STRATEGIES)}")
-        self.mem = PhysicalMemory(pa_bits=pa_bits)
-        self.ledger = Ledger()
-        self.pagetables = XenPageTables(self.mem, self.ledger, cpus, xenheap_size)
-        self.mmus: list[MMU] = []
-        for cpu in range(cpus):
-            mmu = _make_mmu(self.mem, tlb_entries, stale_check)
-            mmu.set_hyp(httbr=self.pagetables.pgtable[cpu], fmt=ARMV7_S1)
-            if self.mmus:
-                self.mmus[0].join(mmu)  # one inner-shareable domain: ...IS ops reach all
-            self.mmus.append(mmu)
-        self.current: list[Domain | None] = [None] * cpus
-        self.domains: dict[int, Domain] = {}
+        factory = lookup_factory(lookup)
+        self.core = Hypervisor(
+            cpus,
+            pa_bits=pa_bits,
+            xenheap_size=xenheap_size,
+            tlb_entries=tlb_entries,
+            stale_check=stale_check,
+        )
         self._next_domid = 1
         self._vmids: set[int] = set()
-        self.lookup: P2MLookup = _STRATEGIES[lookup](self)
-        self.logdirty = LogDirty(self)
-        self.vmap_area = Vmap(self)
-        self.domheap = Domheap(self)
+        self.lookup: P2MLookup = factory(self.core, capacity=capacity)
+        self.logdirty = LogDirty(self.core, self.lookup)
+        self.vmap_area = Vmap(self.core)
+        self.domheap = Domheap(self.core)
         self.boot_frames = self.mem.frames_in_use
 
-    # --- CPUs and Xen's view of memory -------------------------------------------------------
+    # --- the core's state, as the facade shows it ------------------------------------------------
+    @property
+    def mem(self) -> PhysicalMemory:
+        """The physical memory holding every table and frame."""
+        return self.core.mem
+
+    @property
+    def ledger(self) -> Ledger:
+        """The cost ledger every layer counts into."""
+        return self.core.ledger
+
+    @property
+    def pagetables(self) -> XenPageTables:
+        """Xen's own hyp page tables."""
+        return self.core.pagetables
+
+    @property
+    def mmus(self) -> list[MMU]:
+        """One MMU (and TLB) per CPU."""
+        return self.core.mmus
+
+    @property
+    def current(self) -> list[Domain | None]:
+        """The domain each CPU runs (None: idle)."""
+        return self.core.current
+
+    @property
+    def domains(self) -> dict[int, Domain]:
+        """The live domains by domid."""
+        return self.core.domains
+
     @property
     def cpus(self) -> int:
         """Number of CPUs."""
-        return len(self.mmus)
+        return self.core.cpus
 
     @property
     def vlpt(self) -> PartitionedVLPT:
@@ -100,13 +116,16 @@ class Xen:
 
     def check_cpu(self, cpu: int) -> None:
         """Raise RangeError unless ``cpu`` names a CPU of this system."""
-        if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < self.cpus:
-            raise RangeError(f"CPU {cpu!r} does not exist (this Xen has {self.cpus})")
+        self.core.check_cpu(cpu)
+
+    def check_domain(self, d: Domain) -> None:
+        """Raise RangeError unless ``d`` is a live domain of this Xen."""
+        self.core.check_domain(d)
 
     def httbr(self, cpu: int) -> int:
         """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
-        self.check_cpu(cpu)
-        return self.pagetables.pgtable[cpu]
+        self.core.check_cpu(cpu)
+        return self.core.httbr(cpu)
 
     def read_va(self, cpu: int, va: int) -> int:
         """Read the 64-bit word at hyp VA ``va`` on ``cpu`` through its MMU and TLB.
@@ -115,65 +134,21 @@ class Xen:
         ``vaalloc.lpae.FaultError`` (a VAAllocError, ``.fault`` says why) if ``va`` does not
         translate for a read.
         """
-        self.check_cpu(cpu)
-        return self.hyp_read(self.mmus[cpu], va)
+        self.core.check_cpu(cpu)
+        return self.core.hyp_read(self.core.mmus[cpu], va)
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
         """Write a 64-bit word at hyp VA ``va`` on ``cpu`` (through its MMU). Raises like
         :meth:`read_va` (a permission fault for a read-only mapping)."""
-        self.check_cpu(cpu)
-        self.hyp_write(self.mmus[cpu], va, value)
-
-    def hyp_read(self, mmu: MMU, va: int) -> int:
-        """:meth:`read_va` on a given MMU without argument checks (the handler's hot path)."""
-        misses, reads = mmu.misses, mmu.walk_reads
-        value = mmu.hyp_read64(va)
-        if mmu.misses != misses:
-            counts = self.ledger.counts
-            counts["hyp_tlb_misses"] += mmu.misses - misses
-            counts["hyp_walk_reads"] += mmu.walk_reads - reads
-        return value
-
-    def hyp_write(self, mmu: MMU, va: int, value: int) -> None:
-        """:meth:`write_va` on a given MMU without argument checks (the handler's hot path)."""
-        misses, reads = mmu.misses, mmu.walk_reads
-        mmu.hyp_write64(va, value)
-        if mmu.misses != misses:
-            counts = self.ledger.counts
-            counts["hyp_tlb_misses"] += mmu.misses - misses
-            counts["hyp_walk_reads"] += mmu.walk_reads - reads
-
-    # --- TLB maintenance ---------------------------------------------------------------------
-    def flush_xen_va(self, va: int) -> None:
-        """TLBIMVAHIS: drop hyp translations of ``va`` on every CPU (xen_second is shared)."""
-        self.mmus[0].tlbi("TLBIMVAHIS", va)
-        self.ledger.tlbi("TLBIMVAHIS")
-
-    def flush_xen_va_local(self, cpu: int, va: int) -> None:
-        """TLBIMVAH on ``cpu`` only (per-CPU mappings: the domheap)."""
-        self.mmus[cpu].tlbi("TLBIMVAH", va)
-        self.ledger.tlbi("TLBIMVAH")
+        self.core.check_cpu(cpu)
+        self.core.hyp_write(self.core.mmus[cpu], va, value)
 
     def flush_guest_all(self, d: Domain) -> None:
-        """TLBIALLIS for ``d``'s VMID: its stage-1/2 entries leave every CPU's TLB."""
-        self.mmus[0].tlbi("TLBIALLIS", vmid=d.vmid)
-        self.ledger.tlbi("TLBIALLIS")
-
-    def flush_guest_local(self, cpu: int, d: Domain) -> None:
-        """TLBIALL for ``d``'s VMID on ``cpu`` (ARMv7: no invalidate by IPA exists)."""
-        self.mmus[cpu].tlbi("TLBIALL", vmid=d.vmid)
-        self.ledger.tlbi("TLBIALL")
-
-    def load_stage2(self, cpu: int, d: Domain) -> None:
-        """Load VTTBR (root and VMID of ``d``) on ``cpu``."""
-        self.mmus[cpu].set_stage2(vttbr=d.stage2.root, vmid=d.vmid, fmt=ARMV7_S2_40)
+        """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`)."""
+        self.core.check_domain(d)
+        self.core.flush_guest_all(d)
 
     # --- domains ------------------------------------------------------------------------------
-    def check_domain(self, d: Domain) -> None:
-        """Raise RangeError unless ``d`` is a live domain of this Xen."""
-        if not isinstance(d, Domain) or self.domains.get(d.domid) is not d:
-            raise RangeError(f"{d!r} is not a live domain of this Xen")
-
     def create_domain(self, ram: int, *, superpages: bool = False) -> Domain:
         """Create a domain with ``ram`` bytes of RAM at IPA 0x80000000; return it.
 
@@ -193,12 +168,11 @@ class Xen:
         domid = self._next_domid
         stage2 = P2M(self.mem, self.ledger, name=f"d{domid}.p2m")
         try:
-            p2m = PageTable(self.mem, ARMV7_S2_40, root=stage2.root)
             stage2.populate(GUEST_RAM_BASE, ram, superpages)
         except BaseException:
             stage2.free()
             raise
-        d = Domain(domid, vmid, GUEST_RAM_BASE, ram, superpages, stage2, p2m)
+        d = Domain(domid, vmid, GUEST_RAM_BASE, ram, superpages, stage2)
         stage2.on_change = lambda level, ipa, old, new: self.lookup.on_p2m_change(
             d, level, ipa, old, new
         )
@@ -218,8 +192,8 @@ class Xen:
             raise LogDirtyError(f"destroy_domain: domain {d.domid} is in log-dirty mode")
         for cpu in range(self.cpus):
             if self.current[cpu] is d:
-                context_switch(self, cpu, None)
-        self.flush_guest_all(d)  # the VMID will be reused
+                context_switch(self.core, self.lookup, cpu, None)
+        self.core.flush_guest_all(d)  # the VMID will be reused
         d.stage2.free()
         self._vmids.discard(d.vmid)
         del self.domains[d.domid]
@@ -227,7 +201,7 @@ class Xen:
 
     def context_switch(self, cpu: int, d: Domain | None) -> None:
         """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`."""
-        context_switch(self, cpu, d)
+        context_switch(self.core, self.lookup, cpu, d)
 
     # --- p2m changes --------------------------------------------------------------------------
     def p2m_populate(self, d: Domain, ipa: int, size: int) -> None:
@@ -252,7 +226,7 @@ class Xen:
         if not (d.in_ram(ipa) and d.in_ram(ipa + size - 1)) or size <= 0:
             raise RangeError(f"p2m_depopulate: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
         d.stage2.depopulate(ipa, size)
-        self.flush_guest_all(d)
+        self.core.flush_guest_all(d)
         lo, hi = ipa >> 12, (ipa + size) >> 12
         d.dirty = {g for g in d.dirty if not lo <= g < hi}
 
@@ -280,12 +254,12 @@ class Xen:
             raise RangeError(f"guest access at IPA {shown} outside {d!r}'s RAM")
         prev = self.current[cpu]
         if prev is not d:
-            context_switch(self, cpu, d)
+            context_switch(self.core, self.lookup, cpu, d)
         try:
             return self._translate_or_fault(d, ipa, cpu, access)
         except BaseException:
             if prev is not d:  # a failed access leaves the CPU as it found it
-                context_switch(self, cpu, prev)
+                context_switch(self.core, self.lookup, cpu, prev)
             raise
 
     def _translate_or_fault(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
@@ -398,7 +372,7 @@ class Xen:
 
     def check(self) -> None:
         """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent."""
-        self.pagetables.check()
+        self.core.pagetables.check()
         check = getattr(self.lookup, "check", None)
         if check is not None:
             check()

@@ -24,7 +24,7 @@ from vaalloc.xen.layout import (
 )
 
 if TYPE_CHECKING:
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["Vmap"]
 
@@ -32,8 +32,8 @@ __all__ = ["Vmap"]
 class Vmap:
     """The vmap area of a :class:`~vaalloc.xen.system.Xen` (``xen.vmap_area``)."""
 
-    def __init__(self, xen: Xen) -> None:
-        self.xen = xen
+    def __init__(self, core: Hypervisor) -> None:
+        self.core = core
         self.allocator = RangeAllocator.xen_vmap(VMAP_VIRT_START, VMAP_VIRT_END)
         self._vmalloc: dict[int, list[int]] = {}  # va -> frames owned by vmalloc
 
@@ -46,12 +46,12 @@ class Vmap:
         """
         if not mfns:
             raise RangeError("vmap([]): nothing to map")
-        limit = self.xen.mem.limit >> PAGE_SHIFT
+        limit = self.core.mem.limit >> PAGE_SHIFT
         for mfn in mfns:
             if not 0 <= mfn < limit:
                 raise RangeError(f"vmap: MFN {mfn:#x} beyond physical memory ({limit:#x} frames)")
         va = self.allocator.alloc(len(mfns))
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         for i, mfn in enumerate(mfns):
             page_va = va + i * PAGE_SIZE
             table = pt.third_table(page_va, create=True)
@@ -73,13 +73,13 @@ class Vmap:
 
     def _unmap(self, va: int) -> int:
         nr = self.allocator.size(va)
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         for i in range(nr):
             page_va = va + i * PAGE_SIZE
             table = pt.third_table(page_va, create=False)
             assert table is not None
             pt.write_pte(table + pt.third_index(page_va) * PTE_SIZE, 0)
-            self.xen.flush_xen_va(page_va)
+            self.core.flush_xen_va(page_va)
         self.allocator.free(va)
         return nr
 
@@ -91,7 +91,7 @@ class Vmap:
         if size <= 0:
             raise RangeError(f"vmalloc({size}): size must be positive")
         nr = -(-size // PAGE_SIZE)
-        mem = self.xen.mem
+        mem = self.core.mem
         frames: list[int] = []
         try:
             for _ in range(nr):
@@ -112,4 +112,4 @@ class Vmap:
         self._unmap(va)
         del self._vmalloc[va]
         for pa in frames:
-            self.xen.mem.free_frames(pa)
+            self.core.mem.free_frames(pa)

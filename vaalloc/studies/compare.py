@@ -24,9 +24,9 @@ from typing import Any
 import attrs
 
 from vaalloc.errors import RangeError
+from vaalloc.studies.workload import Workload, run_workload, teardown
+from vaalloc.xen import LOOKUPS, Xen
 from vaalloc.xen.ledger import COUNTERS
-from vaalloc.xen.strategies import STRATEGIES, make_xen
-from vaalloc.xen.workload import Workload, run_workload, teardown
 
 __all__ = [
     "ARM32",
@@ -40,8 +40,6 @@ __all__ = [
     "compare",
     "cost",
     "crossovers",
-    "format_sweep",
-    "format_table",
     "parse_weights",
     "run_strategy",
     "sweep",
@@ -263,8 +261,8 @@ class Result:
 def _check_strategies(strategies: Iterable[str]) -> list[str]:
     names = list(strategies)
     for name in names:
-        if name not in STRATEGIES:
-            raise RangeError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+        if name not in LOOKUPS:
+            raise RangeError(f"unknown strategy {name!r}; expected one of {', '.join(LOOKUPS)}")
     if not names:
         raise RangeError("compare: no strategy given")
     return names
@@ -280,12 +278,12 @@ def run_strategy(
 ) -> Result:
     """Run ``workload`` on a fresh Xen using ``strategy``; return its :class:`Result`.
 
-    ``capacity``: window slots (see :data:`vaalloc.xen.strategies.STRATEGIES`). Raises
+    ``capacity``: window slots (see :data:`vaalloc.xen.lookup.LOOKUPS`). Raises
     RangeError for an unknown strategy, bad capacity or weight. Deterministic for a seed.
     """
     _check_strategies([strategy])
     w = _weights(weights)
-    xen = make_xen(strategy, workload.pcpus, capacity=capacity, tlb_entries=tlb_entries)
+    xen = Xen(workload.pcpus, lookup=strategy, capacity=capacity, tlb_entries=tlb_entries)
     stats = run_workload(xen, workload)
     counts = {k: v for k, v in xen.ledger.counts.items() if v}
     teardown(xen)
@@ -421,69 +419,6 @@ def _crossings(
             Crossover(ld, cap, a, b, lo.switch_rate, hi.switch_rate, math.exp(x), below, above)
         )
     return found
-
-
-# --- text output ------------------------------------------------------------------------------
-_COLUMNS = (
-    ("faults", "faults"),
-    ("context_switches", "switches"),
-    ("context_switch_slot_writes", "sw_slots"),
-    ("context_switch_tlbi", "sw_tlbi"),
-    ("xen_second_writes", "x2_wr"),
-    ("map_domain_page", "mdp"),
-    ("tlbi", "tlbi"),
-    ("hyp_tlb_misses", "hyp_miss"),
-    ("xen_hot_tlb_misses", "xen_miss"),
-)
-
-
-def format_table(results: Sequence[Result]) -> str:
-    """A text table: raw counts, then cycles per fault, per switch, and the total."""
-    head = "strategy      " + "".join(f"{label:>10}" for _, label in _COLUMNS)
-    head += f"{'cyc/fault':>11}{'handler':>9}{'cyc/switch':>11}{'Mcycles':>9}"
-    lines = [head]
-    for r in results:
-        row = f"{r.strategy:<14}" + "".join(f"{r.counts.get(k, 0):>10}" for k, _ in _COLUMNS)
-        if not r.supported:
-            row += f"{'(window too small: ' + str(int(r.stats['refused'])) + ' refused)':>40}"
-        else:
-            row += (
-                f"{r.per_fault:>11.0f}{r.handler_per_fault:>9.0f}{r.per_switch:>11.0f}"
-                f"{r.cycles / 1e6:>9.2f}"
-            )
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def format_sweep(points: Sequence[SweepPoint]) -> str:
-    """Cycles per fault for each point and strategy, the winner, then the crossovers."""
-    if not points:
-        return "(empty sweep)"
-    names = [r.strategy for r in points[0].results]
-    head = f"{'ld':>3} {'cap':>4} {'rate/s':>7} " + "".join(f"{n:>14}" for n in names)
-    lines = ["cycles per write fault (context switches amortised over faults)", head]
-    for p in points:
-        cells = "".join(
-            f"{(f'{r.per_fault:.0f}' if r.supported and r.faults else 'n/a'):>14}"
-            for r in p.results
-        )
-        best = winner(p.results)
-        cap = "max" if p.capacity is None else str(p.capacity)
-        lines.append(
-            f"{p.logdirty:>3} {cap:>4} {p.switch_rate:>7g} {cells}  "
-            f"-> {best.strategy if best else 'none'}"
-        )
-    cross = crossovers(points)
-    lines.append("")
-    if not cross:
-        lines.append("no crossover in the swept range")
-    for c in cross:
-        cap = "max" if c.capacity is None else str(c.capacity)
-        lines.append(
-            f"ld={c.logdirty} cap={cap}: {c.below} cheaper below ~{c.rate:.0f} switches/s/pCPU, "
-            f"{c.above} above (between {c.rate_lo:g} and {c.rate_hi:g})"
-        )
-    return "\n".join(lines)
 
 
 def totals(results: Iterable[Result]) -> Counter[str]:

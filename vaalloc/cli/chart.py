@@ -27,7 +27,7 @@ import attrs
 from vaalloc.errors import RangeError
 
 if TYPE_CHECKING:
-    from vaalloc.xen.compare import SweepPoint
+    from vaalloc.studies.compare import SweepPoint
 
 __all__ = ["Chart", "encode_png", "render_png", "render_svg", "sweep_charts", "write_chart"]
 

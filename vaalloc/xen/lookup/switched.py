@@ -3,8 +3,8 @@
 Ian Campbell's message puts the *running* domain's p2m first-level entries into fixed
 ``xen_second`` slots and rewrites them at every context switch to or from a log-dirty domain,
 with the TLB maintenance that makes the rewrite safe. This module models that design so it can
-be measured against the per-domain window (:class:`vaalloc.xen.vlpt.PartitionedVLPT`) and the
-``map_domain_page`` walk (:mod:`vaalloc.xen.p2mwalk`).
+be measured against the per-domain window (:mod:`vaalloc.xen.lookup.partitioned`) and the
+``map_domain_page`` walk (:mod:`vaalloc.xen.lookup.walk`).
 
 **Per-CPU sub-windows.** ``xen_second`` pages 0-1 are shared by every CPU (Xen 4.3 arm32), so
 one global window cannot show two running domains at once: CPU 0 running log-dirty domain A and
@@ -37,7 +37,7 @@ pages whose p2m level-2 entry is a table (up to 512) and the slot's alias page. 
   (512 reads, counted as ``switch_scan_reads``). Exact, but up to 513 operations per GB.
 * ``"all"``: one ``TLBIALLH``: every hyp entry of the CPU goes, Xen's own text, data and heap
   included; the refills show up as TLB misses of whatever Xen touches next (the workload
-  touches a modelled Xen working set, :mod:`vaalloc.xen.workload`).
+  touches a modelled Xen working set, :mod:`vaalloc.studies.workload`).
 * ``"auto"``: ``"va"`` when at most ``ceiling`` pages need flushing (Linux's
   ``tlb_single_page_flush_ceiling`` idea, 33 by default), else ``"all"``.
 
@@ -58,8 +58,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     FIRST_SHIFT,
     LPAE_ENTRIES,
     PAGE_SHIFT,
@@ -69,14 +69,12 @@ from vaalloc.xen.layout import (
     VLPT_FIRST_SLOT,
     VLPT_LOOP_SLOT,
 )
-from vaalloc.xen.p2m import is_block, is_table
-from vaalloc.xen.tableio import read_table
-from vaalloc.xen.vlpt import P2MLookup
+from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
 
@@ -103,14 +101,14 @@ class SwitchedVLPT(P2MLookup):
 
     def __init__(
         self,
-        xen: Xen,
+        core: Hypervisor,
         *,
         flush: str = "all",
         capacity: int | None = None,
         ceiling: int = DEFAULT_CEILING,
         lazy: bool = False,
     ) -> None:
-        cpus = xen.cpus
+        cpus = core.cpus
         cap = VLPT_DOMAIN_SLOTS // cpus if capacity is None else capacity
         if flush not in FLUSH_MODES:
             raise RangeError(f"SwitchedVLPT(flush={flush!r}): expected one of {FLUSH_MODES}")
@@ -123,7 +121,7 @@ class SwitchedVLPT(P2MLookup):
             )
         if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 0:
             raise RangeError(f"SwitchedVLPT(ceiling={ceiling!r}): expected an int >= 0")
-        self.xen = xen
+        self.core = core
         self.flush = flush
         self.capacity = cap
         self.ceiling = ceiling
@@ -164,7 +162,7 @@ class SwitchedVLPT(P2MLookup):
         )
 
     def _need_installed(self, cpu: int, d: Domain, ipa: int) -> None:
-        self.xen.check_cpu(cpu)
+        self.core.check_cpu(cpu)
         if self.installed[cpu] is not d:
             raise RangeError(f"switched VLPT: cpu {cpu}'s window does not show domain {d.domid}")
         if not d.in_ram(ipa):
@@ -187,7 +185,7 @@ class SwitchedVLPT(P2MLookup):
 
     def on_enable(self, d: Domain) -> None:
         """Install ``d`` on every CPU currently running it (no flush: slots were invalid)."""
-        for cpu, running in enumerate(self.xen.current):
+        for cpu, running in enumerate(self.core.current):
             if running is d:
                 self._rewrite(cpu, self.installed[cpu], d, local=True)
 
@@ -212,7 +210,7 @@ class SwitchedVLPT(P2MLookup):
             if shown is not d:
                 continue
             slot = self.base_slot(cpu) + (ipa >> FIRST_SHIFT) - (d.ram_base >> FIRST_SHIFT)
-            pt = self.xen.pagetables
+            pt = self.core.pagetables
             if level == 1:
                 if is_block(new):
                     raise InvariantError(f"domain {d.domid}: refusing to copy a 1GB block")
@@ -232,7 +230,7 @@ class SwitchedVLPT(P2MLookup):
         Writes ``max(span(old), span(new))`` slots: ``new``'s first-level entries (0 where
         not a table) over the first ``span(new)``, zeros over the rest of ``old``'s.
         """
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         base = self.base_slot(cpu)
         nr_old, nr_new = self.span(old), self.span(new)
         first_gb = 0 if new is None else new.ram_base >> FIRST_SHIFT
@@ -261,8 +259,8 @@ class SwitchedVLPT(P2MLookup):
         """Hyp VAs that translated through ``slot`` while it held ``old_l1``: leaf-view pages
         whose p2m level-2 entry is a table, and the slot's alias page under the loop. Reads
         the level-2 table (512 reads, counted as ``switch_scan_reads``)."""
-        l2 = read_table(self.xen.mem, old_l1 & DESC_ADDR_MASK)
-        self.xen.ledger.add("switch_scan_reads", LPAE_ENTRIES)
+        l2 = self.core.mem.read_table(old_l1 & ADDR_MASK_40)
+        self.core.ledger.add("switch_scan_reads", LPAE_ENTRIES)
         base = slot_va(slot)
         pages = [base + i2 * PAGE_SIZE for i2, e in enumerate(l2) if is_table(e)]
         pages.append(loop_page_va(VLPT_LOOP_SLOT, slot))
@@ -282,45 +280,45 @@ class SwitchedVLPT(P2MLookup):
 
     def _tlbi(self, cpu: int, op: str, va: int | None = None) -> None:
         """Issue ``op`` on ``cpu``'s MMU (``...IS`` forms reach every CPU) and count it."""
-        mmu = self.xen.mmus[cpu]
+        mmu = self.core.mmus[cpu]
         if va is None:
             mmu.tlbi(op)
         else:
             mmu.tlbi(op, va)
-        self.xen.ledger.tlbi(op)
+        self.core.ledger.tlbi(op)
 
     # --- the handler's accesses -------------------------------------------------------------
     def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
         """Read the level-2 entry through ``cpu``'s loop view (``d`` must run on ``cpu``)."""
         if self.installed[cpu] is not d:
             self._need_installed(cpu, d, ipa)
-        self.xen.ledger.counts["vlpt_reads"] += 1
-        return self.xen.hyp_read(self.xen.mmus[cpu], self._second_va(cpu, ipa))
+        self.core.ledger.counts["vlpt_reads"] += 1
+        return self.core.hyp_read(self.core.mmus[cpu], self._second_va(cpu, ipa))
 
     def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
         """Read the leaf through ``cpu``'s leaf view (``d`` must run on ``cpu``)."""
         if self.installed[cpu] is not d:
             self._need_installed(cpu, d, ipa)
-        self.xen.ledger.counts["vlpt_reads"] += 1
+        self.core.ledger.counts["vlpt_reads"] += 1
         va = self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
-        return self.xen.hyp_read(self.xen.mmus[cpu], va)
+        return self.core.hyp_read(self.core.mmus[cpu], va)
 
     def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
         """Write the leaf through ``cpu``'s leaf view (``d`` must run on ``cpu``)."""
         if self.installed[cpu] is not d:
             self._need_installed(cpu, d, ipa)
-        self.xen.ledger.counts["vlpt_writes"] += 1
+        self.core.ledger.counts["vlpt_writes"] += 1
         va = self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
-        self.xen.hyp_write(self.xen.mmus[cpu], va, value)
+        self.core.hyp_write(self.core.mmus[cpu], va, value)
 
     # --- checks -----------------------------------------------------------------------------
     def check(self) -> None:
         """Raise InvariantError unless every CPU shows exactly its running log-dirty domain
         (slots equal to its first-level entries, the rest of the window empty)."""
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         want: dict[int, int] = {s: 0 for s in range(VLPT_FIRST_SLOT, VLPT_LOOP_SLOT)}
         for cpu, shown in enumerate(self.installed):
-            running = self.xen.current[cpu]
+            running = self.core.current[cpu]
             expected = running if running is not None and running.logdirty else None
             kept = self.lazy and expected is None and (shown is None or shown.logdirty)
             if shown is not expected and not kept:

@@ -1,10 +1,8 @@
-"""How the log-dirty fault handler finds a p2m entry: the ``P2MLookup`` strategies.
+"""The ``partitioned`` p2m lookup: the per-domain VLPT of the thread's last message.
 
-:class:`P2MLookup` is the interface (hooks the rest of the model calls at the right moments,
-plus the two reads the handler needs); :class:`PartitionedVLPT` is the per-domain VLPT of the
-thread's last message: every log-dirty domain owns a run of window slots, installed once at
-enable, so context switch touches no slot. Other strategies (slots rewritten at switch, a
-``map_domain_page`` walk per lookup) plug in behind the same interface.
+Every log-dirty domain owns a run of VLPT window slots, installed once at enable, so context
+switch touches no slot and flushes nothing. :class:`PartitionedVLPT` implements
+:class:`~vaalloc.xen.lookup.base.P2MLookup`; docs/vlpt.md derives every address.
 
 The window is a :class:`vaalloc.alloc.RangeAllocator` over ``[128MB, 256MB)`` with 2MB granules
 (one per ``xen_second`` slot), first fit, no guard; the loop slot is reserved in it at boot.
@@ -18,8 +16,8 @@ import attrs
 
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import InvariantError, RangeError
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     FIRST_SHIFT,
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -32,15 +30,14 @@ from vaalloc.xen.layout import (
     VLPT_VIRT_END,
     VLPT_VIRT_START,
 )
-from vaalloc.xen.p2m import is_block, is_table
-from vaalloc.xen.tableio import read_table
+from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, third_va
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
-__all__ = ["P2MLookup", "PartitionedVLPT", "SlotRun", "new_window"]
+__all__ = ["PartitionedVLPT", "SlotRun", "limit_window", "new_window"]
 
 
 def new_window() -> RangeAllocator:
@@ -62,6 +59,19 @@ def new_window() -> RangeAllocator:
     return window
 
 
+def limit_window(lookup: PartitionedVLPT, capacity: int | None) -> None:
+    """Shrink a fresh partitioned window to ``capacity`` usable slots by reserving the rest
+    (the highest ones below the loop). None keeps all 63. Raises RangeError outside 1..63."""
+    if capacity is None:
+        return
+    total = lookup.window.stats().free
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= total:
+        raise RangeError(f"partitioned capacity {capacity!r}: expected 1..{total} slots")
+    if capacity < total:
+        first_unused = lookup.window.start + capacity * lookup.window.granule
+        lookup.window.reserve(first_unused, total - capacity)
+
+
 @attrs.frozen
 class SlotRun:
     """A domain's run of window slots: ``nr`` slots from ``first_slot`` for gigabytes
@@ -81,49 +91,6 @@ class SlotRun:
         return range(self.first_slot, self.first_slot + self.nr)
 
 
-class P2MLookup:
-    """Interface of a p2m lookup strategy for the fault handler (all hooks default to no-op).
-
-    * ``reserve(d)`` before anything changes at enable: claim resources, may raise
-      OutOfSpace (then nothing changed);
-    * ``on_enable(d)`` / ``on_disable(d)``: install / remove what the strategy needs;
-    * ``on_context_switch(cpu, prev, next)``: called by ``context_switch``;
-    * ``on_p2m_change(d, level, ipa, old, new)``: a level-1/2 p2m entry of a tracked domain
-      changed (memory already holds ``new``);
-    * ``read_second(cpu, d, ipa)`` / ``read_leaf(cpu, d, ipa)`` / ``write_leaf``: the handler's
-      accesses to the level-2 entry and the leaf, as that CPU would make them.
-    """
-
-    name = "abstract"
-
-    def reserve(self, d: Domain) -> None:
-        """Claim what enable needs for ``d``; raise (changing nothing) if impossible."""
-
-    def on_enable(self, d: Domain) -> None:
-        """Install the lookup for ``d`` (after :meth:`reserve`)."""
-
-    def on_disable(self, d: Domain) -> None:
-        """Remove the lookup for ``d`` and release what :meth:`reserve` claimed."""
-
-    def on_context_switch(self, cpu: int, prev: Domain | None, next_: Domain | None) -> None:
-        """React to ``cpu`` switching from ``prev`` to ``next_``."""
-
-    def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
-        """React to a level-1/2 entry of tracked domain ``d`` changing."""
-
-    def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
-        """The level-2 p2m entry covering ``ipa``."""
-        raise NotImplementedError
-
-    def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
-        """The level-3 p2m entry translating ``ipa`` (level 2 must be a table)."""
-        raise NotImplementedError
-
-    def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
-        """Store the level-3 p2m entry translating ``ipa``."""
-        raise NotImplementedError
-
-
 class PartitionedVLPT(P2MLookup):
     """The per-domain VLPT: each log-dirty domain owns a run of ``xen_second`` window slots.
 
@@ -134,8 +101,8 @@ class PartitionedVLPT(P2MLookup):
 
     name = "partitioned"
 
-    def __init__(self, xen: Xen) -> None:
-        self.xen = xen
+    def __init__(self, core: Hypervisor) -> None:
+        self.core = core
         self.window = new_window()
         self.runs: dict[int, SlotRun] = {}  # domid -> run
         # domid -> (leaf_base, second_base): third_va = leaf_base + (ipa >> 12) * 8 and
@@ -184,7 +151,7 @@ class PartitionedVLPT(P2MLookup):
         No TLB maintenance: the slots were invalid, and a TLB never holds a translation fault.
         """
         r = self.run(d)
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         for k, slot in enumerate(r.slots()):
             l1 = d.stage2.read_l1((r.first_gb + k) << FIRST_SHIFT)
             if is_block(l1):
@@ -196,7 +163,7 @@ class PartitionedVLPT(P2MLookup):
     def on_disable(self, d: Domain) -> None:
         """Clear ``d``'s slots, flush every hyp VA that translated through them, free the run."""
         r = self.run(d)
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         for slot in r.slots():
             old = pt.read_second(slot)
             if is_table(old):
@@ -216,7 +183,7 @@ class PartitionedVLPT(P2MLookup):
         if d.domid not in self._installed:
             return
         slot = self.slot_of(d, ipa)
-        pt = self.xen.pagetables
+        pt = self.core.pagetables
         if level == 1:
             if is_block(new):
                 raise InvariantError(f"domain {d.domid}: refusing to copy a 1GB block")
@@ -225,17 +192,17 @@ class PartitionedVLPT(P2MLookup):
             if is_table(was):
                 self._flush_slot(slot, was)
         elif level == 2 and is_table(old):
-            self.xen.flush_xen_va(slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE)
+            self.core.flush_xen_va(slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE)
 
     def _flush_slot(self, slot: int, old_l1: int) -> None:
         """Flush the valid pages of a slot that held ``old_l1``: its leaf-view pages whose p2m
         level-2 entry is a table, and its second-level view page under the loop."""
-        l2 = read_table(self.xen.mem, old_l1 & DESC_ADDR_MASK)
+        l2 = self.core.mem.read_table(old_l1 & ADDR_MASK_40)
         base = slot_va(slot)
         for i2, e in enumerate(l2):
             if is_table(e):
-                self.xen.flush_xen_va(base + i2 * PAGE_SIZE)
-        self.xen.flush_xen_va(loop_page_va(VLPT_LOOP_SLOT, slot))
+                self.core.flush_xen_va(base + i2 * PAGE_SIZE)
+        self.core.flush_xen_va(loop_page_va(VLPT_LOOP_SLOT, slot))
 
     # --- the handler's accesses -------------------------------------------------------------
     def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
@@ -246,20 +213,20 @@ class PartitionedVLPT(P2MLookup):
             + ((ipa >> FIRST_SHIFT) << PAGE_SHIFT)
             + (((ipa >> SECOND_SHIFT) & 511) << 3)
         )
-        self.xen.ledger.counts["vlpt_reads"] += 1
-        return self.xen.hyp_read(self.xen.mmus[cpu], va)
+        self.core.ledger.counts["vlpt_reads"] += 1
+        return self.core.hyp_read(self.core.mmus[cpu], va)
 
     def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
         """Read the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
         va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
-        self.xen.ledger.counts["vlpt_reads"] += 1
-        return self.xen.hyp_read(self.xen.mmus[cpu], va)
+        self.core.ledger.counts["vlpt_reads"] += 1
+        return self.core.hyp_read(self.core.mmus[cpu], va)
 
     def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
         """Write the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
         va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
-        self.xen.ledger.counts["vlpt_writes"] += 1
-        self.xen.hyp_write(self.xen.mmus[cpu], va, value)
+        self.core.ledger.counts["vlpt_writes"] += 1
+        self.core.hyp_write(self.core.mmus[cpu], va, value)
 
     # --- checks -----------------------------------------------------------------------------
     def check(self) -> None:
@@ -273,9 +240,9 @@ class PartitionedVLPT(P2MLookup):
                 seen.add(slot)
             if domid not in self._installed:
                 continue
-            d = self.xen.domains[domid]
+            d = self.core.domains[domid]
             for k, slot in enumerate(r.slots()):
                 want = d.stage2.read_l1((r.first_gb + k) << FIRST_SHIFT)
-                have = self.xen.pagetables.read_second(slot)
+                have = self.core.pagetables.read_second(slot)
                 if have != (want if is_table(want) else 0):
                     raise InvariantError(f"slot {slot} = {have:#x}, p2m L1 = {want:#x}")

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError, MappingError, RangeError
 from vaalloc.lpae import MMU, TLB, PageTable, S1Attrs, aarch64_s1
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.domheap import Domheap
 from vaalloc.xen.layout import (
-    DESC_ADDR_MASK,
     P2M_RAM_LOGDIRTY,
     P2M_TYPE_MASK,
     P2M_TYPE_SHIFT,
@@ -40,12 +41,11 @@ from vaalloc.xen.layout import (
     PAGE_SIZE,
     SECOND_SHIFT,
 )
-from vaalloc.xen.p2m import is_block, is_table
-from vaalloc.xen.vlpt import P2MLookup
+from vaalloc.xen.lookup.base import P2MLookup
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["DIRECTMAP_VIRT_START", "DirectMapWalk", "DomheapWalk"]
 
@@ -74,8 +74,9 @@ class DomheapWalk(P2MLookup):
 
     name = "walk"
 
-    def __init__(self, xen: Xen) -> None:
-        self.xen = xen
+    def __init__(self, core: Hypervisor) -> None:
+        self.core = core
+        self.domheap = Domheap(core)  # a view of the per-CPU dommap tables: it holds no state
         # cpu -> (domid, ipa >> 21, level-2 entry) from read_second, for read_leaf.
         self._cursor: dict[int, tuple[int, int, int]] = {}
         # cpu -> (domid, ipa >> 12, va): the level-3 page read_leaf kept mapped for write_leaf.
@@ -84,21 +85,21 @@ class DomheapWalk(P2MLookup):
     # --- mapping primitives (overridden by the direct-map variant) --------------------------
     def map_pa(self, cpu: int, pa: int) -> int:
         """Map the frame holding ``pa`` on ``cpu``; return the VA of ``pa``."""
-        va: int = self.xen.domheap.map_domain_page(cpu, pa >> PAGE_SHIFT)
+        va: int = self.domheap.map_domain_page(cpu, pa >> PAGE_SHIFT)
         return va + (pa & (PAGE_SIZE - 1))
 
     def unmap_va(self, cpu: int, va: int) -> None:
         """Release a mapping made by :meth:`map_pa`."""
-        self.xen.domheap.unmap_domain_page(cpu, va)
-        self.xen.ledger.counts["domheap_unmaps"] += 1
+        self.domheap.unmap_domain_page(cpu, va)
+        self.core.ledger.counts["domheap_unmaps"] += 1
 
     def read_va(self, cpu: int, va: int) -> int:
         """Read a descriptor through ``cpu``'s hyp MMU (misses counted in the ledger)."""
-        return self.xen.hyp_read(self.xen.mmus[cpu], va)
+        return self.core.hyp_read(self.core.mmus[cpu], va)
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
         """Write a descriptor through ``cpu``'s hyp MMU."""
-        self.xen.hyp_write(self.xen.mmus[cpu], va, value)
+        self.core.hyp_write(self.core.mmus[cpu], va, value)
 
     # --- the walk ---------------------------------------------------------------------------
     def _read_pa(self, cpu: int, pa: int) -> int:
@@ -108,7 +109,7 @@ class DomheapWalk(P2MLookup):
             value = self.read_va(cpu, va)
         finally:
             self.unmap_va(cpu, va)
-        self.xen.ledger.counts["walk_p2m_reads"] += 1
+        self.core.ledger.counts["walk_p2m_reads"] += 1
         return value
 
     def _walk_l2(self, cpu: int, d: Domain, ipa: int) -> int:
@@ -119,7 +120,7 @@ class DomheapWalk(P2MLookup):
             raise InvariantError(f"domain {d.domid}: 1GB block at IPA {ipa:#x} under log-dirty")
         if not is_table(l1):
             return 0
-        return self._read_pa(cpu, (l1 & DESC_ADDR_MASK) + ((ipa >> SECOND_SHIFT) & 511) * 8)
+        return self._read_pa(cpu, (l1 & ADDR_MASK_40) + ((ipa >> SECOND_SHIFT) & 511) * 8)
 
     def release(self, cpu: int) -> None:
         """Drop the level-3 mapping :meth:`read_leaf` kept for a ``write_leaf`` that will not
@@ -169,13 +170,13 @@ class DomheapWalk(P2MLookup):
             l2 = self._walk_l2(cpu, d, ipa)
         if not is_table(l2):
             raise MappingError(f"d{d.domid}: no level-3 table maps IPA {ipa:#x}")
-        va = self.map_pa(cpu, (l2 & DESC_ADDR_MASK) + ((ipa >> PAGE_SHIFT) & 511) * 8)
+        va = self.map_pa(cpu, (l2 & ADDR_MASK_40) + ((ipa >> PAGE_SHIFT) & 511) * 8)
         try:
             leaf = self.read_va(cpu, va)
         except BaseException:
             self.unmap_va(cpu, va)
             raise
-        self.xen.ledger.counts["walk_p2m_reads"] += 1
+        self.core.ledger.counts["walk_p2m_reads"] += 1
         if _will_write(leaf):
             self._held[cpu] = (d.domid, ipa >> PAGE_SHIFT, va)
         else:
@@ -196,7 +197,7 @@ class DomheapWalk(P2MLookup):
             self.write_va(cpu, held[2], value)
         finally:
             self.unmap_va(cpu, held[2])
-        self.xen.ledger.counts["walk_p2m_writes"] += 1
+        self.core.ledger.counts["walk_p2m_writes"] += 1
 
     def check(self) -> None:
         """Raise InvariantError if a domheap reference outlived a handler call."""
@@ -212,29 +213,29 @@ class DirectMapWalk(DomheapWalk):
     AArch64 EL2 MMU (``mmus64``) whose tables map all of physical memory with 1GB blocks;
     its misses are counted as ``hyp_tlb_misses`` / ``hyp_walk_reads`` like arm32's.
 
-    Its tables are allocated from ``xen.mem`` at construction (a few frames).
+    Its tables are allocated from ``core.mem`` at construction (a few frames).
     """
 
     name = "walk64"
 
-    def __init__(self, xen: Xen) -> None:
-        super().__init__(xen)
-        mem = xen.mem
+    def __init__(self, core: Hypervisor) -> None:
+        super().__init__(core)
+        mem = core.mem
         self.directmap = PageTable(mem, XEN64_S1)
         start, size = mem.ram_base, mem.ram_end - mem.ram_base
         self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
-        capacity = xen.mmus[0].tlb.capacity
+        capacity = core.mmus[0].tlb.capacity
         self.mmus64: list[MMU] = []
-        for _ in range(xen.cpus):
-            mmu = MMU(mem, tlb=TLB(capacity), stale_check=xen.mmus[0].stale_check)
+        for _ in range(core.cpus):
+            mmu = MMU(mem, tlb=TLB(capacity), stale_check=core.mmus[0].stale_check)
             mmu.set_hyp(httbr=self.directmap.root, fmt=XEN64_S1)
             self.mmus64.append(mmu)
 
     def map_pa(self, cpu: int, pa: int) -> int:
         """``mfn_to_virt``: the direct-map VA of ``pa`` (O(1), no state)."""
-        if not 0 <= pa < self.xen.mem.limit:
+        if not 0 <= pa < self.core.mem.limit:
             raise RangeError(f"direct map: PA {pa:#x} beyond physical memory")
-        self.xen.ledger.counts["directmap_maps"] += 1
+        self.core.ledger.counts["directmap_maps"] += 1
         return DIRECTMAP_VIRT_START + pa
 
     def unmap_va(self, cpu: int, va: int) -> None:
@@ -257,7 +258,7 @@ class DirectMapWalk(DomheapWalk):
 
     def _count(self, mmu: MMU, misses: int, reads: int) -> None:
         if mmu.misses != misses:
-            counts = self.xen.ledger.counts
+            counts = self.core.ledger.counts
             counts["hyp_tlb_misses"] += mmu.misses - misses
             counts["hyp_walk_reads"] += mmu.walk_reads - reads
 

@@ -2,7 +2,7 @@
 
 The partitioned window holds 63GB of guest IPA at once (63 slots of 1GB). A domain whose run
 of slots does not fit would make ``logdirty.enable`` fail with OutOfSpace; here it falls back
-to the ``map_domain_page`` walk (:class:`vaalloc.xen.p2mwalk.DomheapWalk`) instead, and keeps
+to the ``map_domain_page`` walk (:class:`vaalloc.xen.lookup.walk.DomheapWalk`) instead, and keeps
 it until log-dirty is disabled. Domains that got slots pay the VLPT's costs (none at switch),
 the others the walk's (three map/unmap pairs per fault). No context switch ever writes a slot.
 """
@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import OutOfSpace
-from vaalloc.xen.p2mwalk import DomheapWalk
-from vaalloc.xen.vlpt import P2MLookup, PartitionedVLPT
+from vaalloc.xen.lookup.base import P2MLookup
+from vaalloc.xen.lookup.partitioned import PartitionedVLPT, limit_window
+from vaalloc.xen.lookup.walk import DomheapWalk
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["HybridLookup"]
 
@@ -31,13 +32,11 @@ class HybridLookup(P2MLookup):
 
     name = "hybrid"
 
-    def __init__(self, xen: Xen, *, capacity: int | None = None) -> None:
-        from vaalloc.xen.strategies import limit_window
-
-        self.xen = xen
-        self.vlpt = PartitionedVLPT(xen)
+    def __init__(self, core: Hypervisor, *, capacity: int | None = None) -> None:
+        self.core = core
+        self.vlpt = PartitionedVLPT(core)
         limit_window(self.vlpt, capacity)
-        self.walk = DomheapWalk(xen)
+        self.walk = DomheapWalk(core)
         self.walked: set[int] = set()
 
     def _for(self, d: Domain) -> P2MLookup:
@@ -50,7 +49,7 @@ class HybridLookup(P2MLookup):
             self.vlpt.reserve(d)
         except OutOfSpace:
             self.walked.add(d.domid)
-            self.xen.ledger.add("fallback_walks")
+            self.core.ledger.add("fallback_walks")
 
     def on_enable(self, d: Domain) -> None:
         """Install ``d``'s slots (nothing for a walked domain)."""

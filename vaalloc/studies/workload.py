@@ -41,8 +41,7 @@ from vaalloc.xen.layout import PAGE_SHIFT, PAGE_SIZE, SECOND_SIZE, XEN_VIRT_STAR
 from vaalloc.xen.pagetables import XEN_IMAGE_PAGES
 
 if TYPE_CHECKING:
-    from vaalloc.xen.domain import Domain
-    from vaalloc.xen.system import Xen
+    from vaalloc.xen import Domain, Xen
 
 __all__ = ["DomainSpec", "RunStats", "Workload", "run_workload", "teardown"]
 

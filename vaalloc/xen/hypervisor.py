@@ -1,0 +1,131 @@
+"""Xen's core: the state every subsystem of the model shares, and nothing above it.
+
+:class:`Hypervisor` is what Xen's ``xen/arch/arm/mm.c`` and ``setup.c`` give the rest of the
+hypervisor: physical memory, Xen's own page tables, one MMU (and TLB) per CPU with its hyp
+regime pointing at that CPU's ``xen_pgtable``, which domain each CPU runs, the live domains, the
+cost ledger, and the primitives everything else is written in: reads and writes through a Xen
+virtual address (``hyp_read`` / ``hyp_write``) and the TLB maintenance Xen issues.
+
+The subsystems (vmap, domheap, the p2m lookup strategies, log-dirty, context switch) each take
+this core and never the :class:`~vaalloc.xen.system.Xen` facade, so the model's import graph
+is a tree: core below subsystems below the facade (checked by import-linter in CI).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vaalloc.errors import RangeError
+from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, MMU, TLB, PhysicalMemory
+from vaalloc.xen.ledger import Ledger
+from vaalloc.xen.pagetables import XenPageTables
+
+if TYPE_CHECKING:
+    from vaalloc.xen.domain import Domain
+
+__all__ = ["Hypervisor"]
+
+
+class Hypervisor:
+    """The shared state of one model Xen on ``cpus`` ARMv7 CPUs (see the module docstring).
+
+    ``mem`` (a fresh :class:`~vaalloc.lpae.PhysicalMemory` of ``pa_bits``), ``ledger``,
+    ``pagetables`` (Xen's hyp tables, ``xenheap_size`` bytes of xenheap), ``mmus`` (one per
+    CPU, ``tlb_entries`` each, all in one inner-shareable domain), ``current`` (the domain each
+    CPU runs, None for idle) and ``domains`` (domid -> live domain).
+
+    The constructor trusts its arguments: the :class:`~vaalloc.xen.system.Xen` facade
+    validates them at the public boundary.
+    """
+
+    def __init__(
+        self,
+        cpus: int,
+        *,
+        pa_bits: int,
+        xenheap_size: int,
+        tlb_entries: int,
+        stale_check: bool,
+    ) -> None:
+        self.mem = PhysicalMemory(pa_bits=pa_bits)
+        self.ledger = Ledger()
+        self.pagetables = XenPageTables(self.mem, self.ledger, cpus, xenheap_size)
+        self.mmus: list[MMU] = []
+        for cpu in range(cpus):
+            mmu = MMU(self.mem, tlb=TLB(tlb_entries), stale_check=stale_check)
+            mmu.set_hyp(httbr=self.pagetables.pgtable[cpu], fmt=ARMV7_S1)
+            if self.mmus:
+                self.mmus[0].join(mmu)  # one inner-shareable domain: ...IS ops reach all
+            self.mmus.append(mmu)
+        self.current: list[Domain | None] = [None] * cpus
+        self.domains: dict[int, Domain] = {}
+
+    @property
+    def cpus(self) -> int:
+        """Number of CPUs."""
+        return len(self.mmus)
+
+    # --- checks at the public boundary ---------------------------------------------------------
+    def check_cpu(self, cpu: int) -> None:
+        """Raise RangeError unless ``cpu`` names a CPU of this system."""
+        if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < len(self.mmus):
+            raise RangeError(f"CPU {cpu!r} does not exist (this Xen has {len(self.mmus)})")
+
+    def check_domain(self, d: Domain) -> None:
+        """Raise RangeError unless ``d`` is a live domain of this Xen."""
+        domid = getattr(d, "domid", None)
+        if domid is None or self.domains.get(domid) is not d:
+            raise RangeError(f"{d!r} is not a live domain of this Xen")
+
+    # --- Xen's view of memory ------------------------------------------------------------------
+    def httbr(self, cpu: int) -> int:
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        return self.pagetables.pgtable[cpu]
+
+    def hyp_read(self, mmu: MMU, va: int) -> int:
+        """Read the 64-bit word at hyp VA ``va`` through ``mmu`` (its TLB, its walker).
+
+        Counts ``hyp_tlb_misses`` and ``hyp_walk_reads`` in the ledger. Raises FaultError if
+        ``va`` does not translate for a read."""
+        misses, reads = mmu.misses, mmu.walk_reads
+        value = mmu.hyp_read64(va)
+        if mmu.misses != misses:
+            counts = self.ledger.counts
+            counts["hyp_tlb_misses"] += mmu.misses - misses
+            counts["hyp_walk_reads"] += mmu.walk_reads - reads
+        return value
+
+    def hyp_write(self, mmu: MMU, va: int, value: int) -> None:
+        """Write the 64-bit word at hyp VA ``va`` through ``mmu``; counts as :meth:`hyp_read`.
+        Raises FaultError (a permission fault for a read-only mapping)."""
+        misses, reads = mmu.misses, mmu.walk_reads
+        mmu.hyp_write64(va, value)
+        if mmu.misses != misses:
+            counts = self.ledger.counts
+            counts["hyp_tlb_misses"] += mmu.misses - misses
+            counts["hyp_walk_reads"] += mmu.walk_reads - reads
+
+    # --- TLB maintenance ---------------------------------------------------------------------
+    def flush_xen_va(self, va: int) -> None:
+        """TLBIMVAHIS: drop hyp translations of ``va`` on every CPU (xen_second is shared)."""
+        self.mmus[0].tlbi("TLBIMVAHIS", va)
+        self.ledger.tlbi("TLBIMVAHIS")
+
+    def flush_xen_va_local(self, cpu: int, va: int) -> None:
+        """TLBIMVAH on ``cpu`` only (per-CPU mappings: the domheap)."""
+        self.mmus[cpu].tlbi("TLBIMVAH", va)
+        self.ledger.tlbi("TLBIMVAH")
+
+    def flush_guest_all(self, d: Domain) -> None:
+        """TLBIALLIS for ``d``'s VMID: its stage-1/2 entries leave every CPU's TLB."""
+        self.mmus[0].tlbi("TLBIALLIS", vmid=d.vmid)
+        self.ledger.tlbi("TLBIALLIS")
+
+    def flush_guest_local(self, cpu: int, d: Domain) -> None:
+        """TLBIALL for ``d``'s VMID on ``cpu`` (ARMv7: no invalidate by IPA exists)."""
+        self.mmus[cpu].tlbi("TLBIALL", vmid=d.vmid)
+        self.ledger.tlbi("TLBIALL")
+
+    def load_stage2(self, cpu: int, d: Domain) -> None:
+        """Load VTTBR (root and VMID of ``d``) on ``cpu``."""
+        self.mmus[cpu].set_stage2(vttbr=d.p2m.root, vmid=d.vmid, fmt=ARMV7_S2_40)

@@ -1,0 +1,60 @@
+"""The interface every p2m lookup strategy implements: :class:`P2MLookup`.
+
+The log-dirty fault handler must read a guest's level-2 p2m entry and leaf, and write the leaf
+back, from Xen. How it reaches them is the question the xen-devel thread argues about; each
+answer is a strategy behind this one interface (the per-domain VLPT, a window rewritten at
+context switch, a ``map_domain_page`` walk), so the rest of the model calls the same hooks at
+the same moments and one cost ledger compares them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vaalloc.xen.domain import Domain
+
+__all__ = ["P2MLookup"]
+
+
+class P2MLookup:
+    """Interface of a p2m lookup strategy for the fault handler (all hooks default to no-op).
+
+    * ``reserve(d)`` before anything changes at enable: claim resources, may raise
+      OutOfSpace (then nothing changed);
+    * ``on_enable(d)`` / ``on_disable(d)``: install / remove what the strategy needs;
+    * ``on_context_switch(cpu, prev, next)``: called by ``context_switch``;
+    * ``on_p2m_change(d, level, ipa, old, new)``: a level-1/2 p2m entry of a tracked domain
+      changed (memory already holds ``new``);
+    * ``read_second(cpu, d, ipa)`` / ``read_leaf(cpu, d, ipa)`` / ``write_leaf``: the handler's
+      accesses to the level-2 entry and the leaf, as that CPU would make them.
+    """
+
+    name = "abstract"
+
+    def reserve(self, d: Domain) -> None:
+        """Claim what enable needs for ``d``; raise (changing nothing) if impossible."""
+
+    def on_enable(self, d: Domain) -> None:
+        """Install the lookup for ``d`` (after :meth:`reserve`)."""
+
+    def on_disable(self, d: Domain) -> None:
+        """Remove the lookup for ``d`` and release what :meth:`reserve` claimed."""
+
+    def on_context_switch(self, cpu: int, prev: Domain | None, next_: Domain | None) -> None:
+        """React to ``cpu`` switching from ``prev`` to ``next_``."""
+
+    def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
+        """React to a level-1/2 entry of tracked domain ``d`` changing."""
+
+    def read_second(self, cpu: int, d: Domain, ipa: int) -> int:
+        """The level-2 p2m entry covering ``ipa``."""
+        raise NotImplementedError
+
+    def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
+        """The level-3 p2m entry translating ``ipa`` (level 2 must be a table)."""
+        raise NotImplementedError
+
+    def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
+        """Store the level-3 p2m entry translating ``ipa``."""
+        raise NotImplementedError
