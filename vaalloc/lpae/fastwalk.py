@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vaalloc.lpae.walk import Fault, FaultError, Geometry
+from vaalloc.lpae.walk import Fault, FaultError, Geometry, permission_lines
 
 __all__ = ["LeafFn", "TranslateFn", "leaf_fn", "translate_fn"]
 
@@ -45,23 +45,6 @@ def _fault_source(level: int, translate: bool) -> str:
     return "return (d, " + str(level) + ", tbl, {kind!r})"
 
 
-def _permission_lines(geo: Geometry, indent: str) -> list[str]:
-    """Source computing ``m`` (privileged mask bits 2:0, unprivileged 5:3) from d and tbl."""
-    if not geo.stage1:
-        return [f"{indent}m = LUT[((d >> 6) & 3) | ((d >> 52) & 4)]"]
-    return [
-        f"{indent}ap = (d >> 6) & 3",
-        f"{indent}x = ((d >> 52) & 4) | ((d >> 50) & 8)",  # XN -> bit 2, PXN -> bit 3
-        f"{indent}if tbl:",
-        f"{indent}    if tbl >> 62 & 1:",  # APTable[1]: read-only below
-        f"{indent}        ap |= 2",
-        f"{indent}    if tbl >> 61 & 1:",  # APTable[0]: no unprivileged access below
-        f"{indent}        ap &= 2",
-        f"{indent}    x |= ((tbl >> 58) & 4) | ((tbl >> 56) & 8)",  # XNTable, PXNTable
-        f"{indent}m = LUT[ap | x]",
-    ]
-
-
 def _leaf_lines(geo: Geometry, level: int, indent: str, translate: bool) -> list[str]:
     """Source for the checks on a leaf found at ``level`` (address size, AF, permissions)."""
     low = (1 << geo.shifts[level]) - 1
@@ -80,7 +63,7 @@ def _leaf_lines(geo: Geometry, level: int, indent: str, translate: bool) -> list
     if not translate:
         lines.append(f"{indent}return (d, {level}, tbl, '')")
         return lines
-    lines += _permission_lines(geo, indent)
+    lines += permission_lines(geo, indent)
     lines += [
         f"{indent}if user:",
         f"{indent}    m >>= 3",
@@ -137,34 +120,52 @@ def _level_lines(geo: Geometry, level: int, indent: str, translate: bool, fast: 
     return lines
 
 
-def _fast_lines(geo: Geometry, level: int, indent: str, translate: bool) -> list[str]:
-    """Source of the success path only: one masked compare per descriptor decides "table,
-    carry on" or "leaf, done"; anything else (invalid, fault, hierarchical attributes,
-    a permission refusal) re-runs the careful walk, which reports it exactly."""
+#: ``done(level, indent)``: the source to run when the walk reached a valid leaf at ``level``
+#: with AF=1, no output beyond the output size and no hierarchical table attributes on the way
+#: (the leaf is in ``d``; ``va`` is the input address).
+LeafLines = Callable[[int, str], list[str]]
+
+
+def success_path_lines(geo: Geometry, indent: str, done: LeafLines) -> list[str]:
+    """Source of a walk's success path only, from the root entry at ``slot``: one masked
+    compare per descriptor decides "table, carry on" or "leaf, ``done``"; anything else
+    (invalid, fault, hierarchical attributes, an unpopulated frame: KeyError) falls through to
+    the code after these lines, which must re-run the careful walk to report it exactly.
+
+    The shared core of the compiled translate walker and the MMU's generated lookups
+    (:mod:`vaalloc.lpae.regime`)."""
+    return _success_lines(geo, geo.start, indent, done)
+
+
+def _success_lines(geo: Geometry, level: int, indent: str, done: LeafLines) -> list[str]:
     table_check = geo.oa_excess | 3 | (_HIERARCHICAL if geo.stage1 else 0)
     leaf_check = geo.oa_excess | 0x403
     lines = _read_lines(geo, level, indent, fast=True)
-    low = (1 << geo.shifts[level]) - 1
-    if translate:
-        lut = "LUT[((d >> 6) & 3) | ((d >> 52) & 4) | ((d >> 50) & 8)]"
-        if not geo.stage1:
-            lut = "LUT[((d >> 6) & 3) | ((d >> 52) & 4)]"
-        done = [
-            f"{indent}    m = {lut}",
-            f"{indent}    if user:",
-            f"{indent}        m >>= 3",
-            f"{indent}    if m & a:",
-            f"{indent}        return (d & {geo.addr_mask & ~low}) | (va & {low})",
-        ]
-    else:
-        done = [f"{indent}    return (d, {level}, 0, '')"]
     if level == 3:
-        return [*lines, f"{indent}if d & {leaf_check} == 0x403:", *done]
+        return [*lines, f"{indent}if d & {leaf_check} == 0x403:", *done(level, indent + "    ")]
     lines += [f"{indent}if d & {table_check} == 3:"]
-    lines += _fast_lines(geo, level + 1, indent + "    ", translate)
+    lines += _success_lines(geo, level + 1, indent + "    ", done)
     if level >= geo.first_block:
-        lines += [f"{indent}elif d & {leaf_check} == 0x401:", *done]
+        lines += [f"{indent}elif d & {leaf_check} == 0x401:", *done(level, indent + "    ")]
     return lines
+
+
+def _translate_done(geo: Geometry) -> LeafLines:
+    def done(level: int, indent: str) -> list[str]:
+        low = (1 << geo.shifts[level]) - 1
+        return [
+            *permission_lines(geo, indent, tables=False),
+            f"{indent}if user:",
+            f"{indent}    m >>= 3",
+            f"{indent}if m & a:",
+            f"{indent}    return (d & {geo.addr_mask & ~low}) | (va & {low})",
+        ]
+
+    return done
+
+
+def _leaf_done(level: int, indent: str) -> list[str]:
+    return [f"{indent}return (d, {level}, 0, '')"]
 
 
 def _source(geo: Geometry, translate: bool, fast: bool) -> str:
@@ -188,7 +189,8 @@ def _source(geo: Geometry, translate: bool, fast: bool) -> str:
     if fast:
         # Unpopulated memory on the way is rare (it means a fault): let the dict raise
         # KeyError and redo the walk with the careful reads, instead of testing every read.
-        body = _fast_lines(geo, geo.start, "        ", translate)
+        done = _translate_done(geo) if translate else _leaf_done
+        body = success_path_lines(geo, "        ", done)
         lines += [
             "    try:",
             *body,

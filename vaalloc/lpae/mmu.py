@@ -3,11 +3,20 @@
 One :class:`MMU` models one CPU's view: the hyp regime (HTTBR/TTBR0_EL2, Xen's own tables),
 and the guest regime (VTTBR with a VMID for stage 2, optionally a guest stage 1 with an
 ASID).  Accesses by virtual address go through the :class:`~vaalloc.lpae.tlb.TLB`; a miss
-walks the tables in :class:`~vaalloc.lpae.memory.PhysicalMemory` with the compiled walker and
-caches the leaf.  Nothing snoops table writes: an entry stays until a TLB maintenance
-operation removes it or it is evicted, so code that forgets a flush sees stale translations,
-as it would on hardware.  The opt-in stale detector (``stale_check=True``) re-walks on every
-hit and records each hit whose cached answer differs from what the tables now say.
+walks the tables in :class:`~vaalloc.lpae.memory.PhysicalMemory` and caches the leaf.  Nothing
+snoops table writes: an entry stays until a TLB maintenance operation removes it or it is
+evicted, so code that forgets a flush sees stale translations, as it would on hardware.  The
+opt-in stale detector (``stale_check=True``) re-walks on every hit and records each hit whose
+cached answer differs from what the tables now say.
+
+**One access path per regime.**  The two single-stage regimes (hyp, and a guest with stage 1
+off) each have one generated lookup, built when the regime is configured
+(:mod:`vaalloc.lpae.regime`): TLB probe, walk, fill and permission verdict in one function.
+Every access of that regime goes through it: :meth:`MMU.hyp_pa`, ``hyp_read64`` and the other
+hyp accessors; :meth:`MMU.guest_pa`, :meth:`MMU.stage2_pa` (the verdict without an exception,
+for a hypervisor's abort handler) and the batch :meth:`MMU.guest_pa_many`; and the
+``*_translate`` calls that explain an answer.  A guest with stage 1 on takes the two-stage path
+(:meth:`MMU.guest_pa` and friends again), a readable walk of both stages.
 
 Maintenance operations take their architectural names (:data:`TLBI_OPS`).  The inner-shareable
 forms (``...IS``) act on every MMU joined with :meth:`MMU.join` (the CPUs of one system);
@@ -16,33 +25,31 @@ the others act on this MMU only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Final, Literal
 
 import attrs
 
 from vaalloc.errors import AlignmentError, RangeError
-from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
-from vaalloc.lpae.fastwalk import LeafFn, leaf_fn
+from vaalloc.lpae.descriptor import NG, S1Attrs, S2Attrs
 from vaalloc.lpae.geometry import ARMV7_S1, ARMV7_S1_PL1, ARMV7_S2_40, Format
 from vaalloc.lpae.memory import PhysicalMemory
-from vaalloc.lpae.tlb import TLB, TLBEntry, hyp_key
+from vaalloc.lpae.regime import REFUSED, Lookup, Regime, build_lookup
+from vaalloc.lpae.tlb import GUEST, HYP, S2, TLB, TLBEntry, tlb_key
 from vaalloc.lpae.walk import (
     ACCESS_BITS,
     Fault,
     FaultError,
-    Geometry,
     Translation,
-    geometry_of,
-    permissions,
     walk,
     walk_two_stage,
 )
 
-__all__ = ["MMU", "TLBI_OPS", "StaleHit"]
+__all__ = ["MMU", "REFUSED", "TLBI_OPS", "StaleHit"]
 
 _NAMES: dict[int, Literal["read", "write", "exec"]] = {1: "read", 2: "write", 4: "exec"}
-_HIERARCHICAL = 0xF << 59  # PXNTable, XNTable, APTable
+_READ: Final = 1
+_WRITE: Final = 2
 
 
 @attrs.frozen
@@ -69,30 +76,25 @@ def _perm_letters(mask: int) -> str:
     return "".join(c if mask & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
 
 
-@attrs.frozen
-class _Regime:
-    root: int
-    fmt: Format
-    geo: Geometry
-    shifts: tuple[int, ...]  # leaf block sizes, smallest first (probe order)
-    tag: int  # VMID (stage 2) or ASID (guest stage 1); 0 for hyp
-    leaf: LeafFn  # the compiled walker of fmt
+def _shown(value: object) -> str:
+    """An address for a message: hex for an int, repr for anything else."""
+    return f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
 
 
-def _regime(mem: PhysicalMemory, root: int, fmt: Format, tag: int, what: str) -> _Regime:
-    if not isinstance(fmt, Format):
-        raise RangeError(f"MMU.{what}: {fmt!r} is not a Format")
+def _check_base(mem: PhysicalMemory, root: object, fmt: Format, what: str) -> int:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < mem.limit:
-        raise RangeError(f"MMU.{what}: table base {root!r} outside physical memory")
+        raise RangeError(f"MMU.{what}: table base {_shown(root)} outside physical memory")
     if root % 8:
         raise AlignmentError(f"MMU.{what}: table base {root:#x} is not 8-byte aligned")
     if root >> fmt.oa_bits:
         raise RangeError(f"MMU.{what}: table base {root:#x} beyond {fmt.name}'s output size")
+    return root
+
+
+def _check_tag(tag: object, what: str, name: str) -> int:
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 1 << 16:
-        raise RangeError(f"MMU.{what}: tag {tag!r} is not a 16-bit VMID/ASID")
-    geo = geometry_of(fmt)
-    shifts = tuple(sorted(fmt.shifts[level] for level in fmt.levels if fmt.can_block(level)))
-    return _Regime(root, fmt, geo, shifts, tag, leaf_fn(geo))
+        raise RangeError(f"MMU.{what}: {name} {tag!r} is not a 16-bit {name.upper()}")
+    return tag
 
 
 class MMU:
@@ -102,29 +104,52 @@ class MMU:
     the stale-entry detector (a walk per hit: slow, for tests).  Configure regimes with
     :meth:`set_hyp`, :meth:`set_stage2`, :meth:`set_stage1`; translate and access memory with
     the ``hyp_*`` and ``guest_*`` methods; maintain the TLB with :meth:`tlbi`.
+
+    Counters (plain attributes, also in :attr:`counters`): ``hits``, ``misses`` (every miss is
+    one walk: faults are never cached, so a faulting access walks every time) and
+    ``walk_reads`` (descriptors read by those walks).  ``domain`` lists the MMUs that this
+    one's inner-shareable maintenance reaches (itself included; see :meth:`join`).
+
+    Raises RangeError when ``mem`` is not a PhysicalMemory or ``tlb`` not a TLB.
     """
+
+    __slots__ = (
+        "_counts",
+        "_guest_fast",
+        "_hyp",
+        "_s1",
+        "_s2",
+        "_stale_check",
+        "domain",
+        "hits",
+        "mem",
+        "misses",
+        "stale_hits",
+        "tlb",
+        "walk_reads",
+    )
 
     def __init__(
         self, mem: PhysicalMemory, tlb: TLB | None = None, *, stale_check: bool = False
     ) -> None:
+        if not isinstance(mem, PhysicalMemory):
+            raise RangeError(f"MMU(mem={mem!r}): expected a PhysicalMemory")
+        if tlb is not None and not isinstance(tlb, TLB):
+            raise RangeError(f"MMU(tlb={tlb!r}): expected a TLB")
+        if not isinstance(stale_check, bool):
+            raise RangeError(f"MMU(stale_check={stale_check!r}): expected a bool")
         self.mem = mem
         self.tlb = TLB() if tlb is None else tlb
         self._stale_check = stale_check
         self.stale_hits: list[StaleHit] = []
-        self._hyp: _Regime | None = None
-        self._s2: _Regime | None = None
-        self._s1: _Regime | None = None
-        self._domain: list[MMU] = [self]
-        self._tlb_get = self.tlb.entries.get
-        self._lru = self.tlb.lru
-        self._hyp_probe: tuple[int, ...] = ()  # block sizes (shifts) of cached hyp entries
-        self._hyp_page_shift = 12  # the hyp format's page size, probed first
-        self._hyp_blocks = False  # whether hyp block (not page) entries may be cached
-        # True when a hit needs no bookkeeping beyond the counter (FIFO, no stale detector).
-        self._plain = not stale_check and not self._lru
-        # Hot counters are plain attributes; :attr:`counters` presents them with the rest.
+        self._hyp: Regime | None = None
+        self._s2: Regime | None = None
+        self._s1: Regime | None = None
+        # The stage-2 lookup while the guest's stage 1 is off (the one-call guest path).
+        self._guest_fast: Lookup | None = None
+        self.domain: list[MMU] = [self]
         self.hits = 0
-        self.misses = 0  # every miss is one walk (faults are not cached, so they miss too)
+        self.misses = 0
         self.walk_reads = 0
         self._counts: dict[str, int] = {}
 
@@ -133,60 +158,84 @@ class MMU:
 
     @property
     def stale_check(self) -> bool:
-        """Whether every TLB hit is re-walked and compared (see :class:`StaleHit`)."""
+        """Whether every TLB hit is re-walked and compared (see :class:`StaleHit`).
+        Setting it rebuilds the lookups (the detector is compiled in or out).  Raises
+        RangeError for a value that is not a bool."""
         return self._stale_check
 
     @stale_check.setter
     def stale_check(self, enabled: bool) -> None:
-        self._stale_check = bool(enabled)
-        self._plain = not self._stale_check and not self._lru
+        if not isinstance(enabled, bool):
+            raise RangeError(f"MMU.stale_check = {enabled!r}: expected a bool")
+        self._stale_check = enabled
+        for regime in (self._hyp, self._s2):
+            if regime is not None:
+                self._bind(regime)
+        self._rebind_guest()
 
     # -- configuration ----------------------------------------------------------------------
+
+    def _bind(self, regime: Regime) -> None:
+        """(Re)build ``regime``'s lookup for this MMU's TLB and detector setting."""
+        check = self._hit_checker(regime) if self._stale_check else None
+        regime.lookup = build_lookup(regime, self.mem, self.tlb, self, check)
+
+    def _rebind_guest(self) -> None:
+        s2 = self._s2
+        self._guest_fast = s2.lookup if s2 is not None and self._s1 is None else None
 
     def set_hyp(self, httbr: int, fmt: Format = ARMV7_S1) -> None:
         """Point the hyp regime at the tables rooted at ``httbr`` (HTTBR / TTBR0_EL2).
         Writing the base register does not flush the TLB, as on hardware (hyp entries carry
         no tag, so switching tables without TLBIALLH leaves the old entries visible).
-        Raises RangeError for a stage-2 format or a bad base."""
-        if fmt.stage != 1 or fmt.regime != "el2":
-            raise RangeError(f"MMU.set_hyp: {fmt.name} is not a hyp (EL2) stage-1 format")
-        self._hyp = _regime(self.mem, httbr, fmt, 0, "set_hyp")
-        self._hyp_page_shift = fmt.page_shift
-        self._hyp_blocks = any(shift != fmt.page_shift for shift in self._hyp_probe)
+        Raises RangeError for a format that is not hyp stage 1, or a bad base."""
+        if not isinstance(fmt, Format) or fmt.stage != 1 or fmt.regime != "el2":
+            raise RangeError(f"MMU.set_hyp: {fmt!r} is not a hyp (EL2) stage-1 format")
+        regime = Regime(fmt, _check_base(self.mem, httbr, fmt, "set_hyp"), HYP, 0)
+        self._bind(regime)
+        self._hyp = regime
 
     def set_stage2(self, vttbr: int, vmid: int = 0, fmt: Format = ARMV7_S2_40) -> None:
         """Select the guest's stage 2: tables at ``vttbr`` tagged ``vmid`` (VTTBR.BADDR and
         VMID).  The guest's stage 1 is left as it was (off unless :meth:`set_stage1`).
-        Raises RangeError for a stage-1 format, a bad base or VMID."""
-        if fmt.stage != 2:
-            raise RangeError(f"MMU.set_stage2: {fmt.name} is not a stage-2 format")
-        self._s2 = _regime(self.mem, vttbr, fmt, vmid, "set_stage2")
+        Cost: one closure (the regime's lookup is compiled once per format).
+        Raises RangeError for a format that is not stage 2, a bad base or VMID."""
+        if not isinstance(fmt, Format) or fmt.stage != 2:
+            raise RangeError(f"MMU.set_stage2: {fmt!r} is not a stage-2 format")
+        root = _check_base(self.mem, vttbr, fmt, "set_stage2")
+        regime = Regime(fmt, root, S2, _check_tag(vmid, "set_stage2", "vmid"))
+        self._bind(regime)
+        self._s2 = regime
+        self._rebind_guest()
 
     def set_stage1(self, ttbr0: int | None, asid: int = 0, fmt: Format | None = None) -> None:
         """Turn the guest's stage 1 on (tables at IPA ``ttbr0``, current ``asid``) or off
         (``ttbr0=None``).  ``fmt`` defaults to ARMv7 PL1&0 LPAE.  Raises RangeError."""
         if ttbr0 is None:
             self._s1 = None
+            self._rebind_guest()
             return
         chosen = ARMV7_S1_PL1 if fmt is None else fmt
-        if chosen.stage != 1 or chosen.regime != "el1&0":
-            raise RangeError(f"MMU.set_stage1: {chosen.name} is not an EL1&0 stage-1 format")
-        if not 0 <= ttbr0 < 1 << 48 or ttbr0 % 8:
-            raise RangeError(f"MMU.set_stage1: ttbr0 {ttbr0!r} is not a table address")
-        if not 0 <= asid < 1 << 16:
-            raise RangeError(f"MMU.set_stage1: asid {asid!r} is not a 16-bit ASID")
-        geo = geometry_of(chosen)
-        shifts = tuple(sorted(chosen.shifts[lv] for lv in chosen.levels if chosen.can_block(lv)))
-        self._s1 = _Regime(ttbr0, chosen, geo, shifts, asid, leaf_fn(geo))
+        if not isinstance(chosen, Format) or chosen.stage != 1 or chosen.regime != "el1&0":
+            raise RangeError(f"MMU.set_stage1: {chosen!r} is not an EL1&0 stage-1 format")
+        if isinstance(ttbr0, bool) or not isinstance(ttbr0, int) or not 0 <= ttbr0 < 1 << 48:
+            raise RangeError(f"MMU.set_stage1: ttbr0 {_shown(ttbr0)} is not a table address")
+        if ttbr0 % 8:
+            raise AlignmentError(f"MMU.set_stage1: ttbr0 {ttbr0:#x} is not 8-byte aligned")
+        self._s1 = Regime(chosen, ttbr0, GUEST, _check_tag(asid, "set_stage1", "asid"))
+        self._rebind_guest()
 
     def join(self, other: MMU) -> None:
         """Put ``other`` in this MMU's inner-shareable domain: ``...IS`` maintenance on any
-        member reaches all members (the CPUs of one system)."""
-        if other._domain is self._domain:
+        member reaches all members (the CPUs of one system).  Raises RangeError if ``other``
+        is not an MMU."""
+        if not isinstance(other, MMU):
+            raise RangeError(f"MMU.join({other!r}): expected an MMU")
+        if other.domain is self.domain:
             return
-        merged = self._domain + [m for m in other._domain if m not in self._domain]
+        merged = self.domain + [m for m in other.domain if m not in self.domain]
         for mmu in merged:
-            mmu._domain = merged
+            mmu.domain = merged
 
     @property
     def vmid(self) -> int | None:
@@ -228,147 +277,171 @@ class MMU:
         self._counts.clear()
         self.stale_hits.clear()
 
-    # -- hyp regime -------------------------------------------------------------------------
+    # -- the boundary: argument checks, once per public call ---------------------------------
 
-    def _need_hyp(self, va: int, what: str) -> _Regime:
-        hyp = self._hyp
-        if hyp is None:
-            raise RangeError(f"{self!r}.{what}: no hyp regime (call set_hyp first)")
-        if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < hyp.geo.ia_reg_limit:
-            raise RangeError(f"{self!r}.{what}: {va!r} is not a hyp virtual address")
-        return hyp
+    def _access(self, access: object, what: str) -> int:
+        bit = ACCESS_BITS.get(access) if isinstance(access, str) else None
+        if bit is None:
+            raise RangeError(f"{self!r}.{what}: access {access!r} is not read/write/exec")
+        return bit
+
+    def _need(self, regime: Regime | None, what: str, call: str) -> Regime:
+        if regime is None:
+            name = {"set_hyp": "hyp regime", "set_stage2": "stage 2"}[call]
+            raise RangeError(f"{self!r}.{what}: no {name} (call {call} first)")
+        return regime
+
+    def _run(self, regime: Regime, va: int, a: int, what: str) -> int:
+        """``regime``'s lookup of ``va``, TypeError (a non-int address) reported as RangeError."""
+        try:
+            return regime.lookup(va, a)
+        except TypeError:
+            raise RangeError(f"{self!r}.{what}: address {va!r} is not an integer") from None
+
+    def _refusal(self, regime: Regime, va: int, a: int) -> FaultError:
+        """The permission fault of a refused access, at the level of the leaf that refused it
+        (the cached entry, or a fresh walk when caching is off)."""
+        entry = None
+        for shift in regime.shifts:
+            entry = self.tlb.lookup(regime.key(va, shift))
+            if entry is not None:
+                break
+        if entry is not None:
+            level = entry.level
+        else:  # caching off: the walk that refused it says where
+            level = walk(self.mem, regime.fmt, regime.root, va, _NAMES[a]).level
+        stage2 = regime.kind == S2
+        fault = Fault(
+            "permission",
+            level,
+            va,
+            stage=2 if stage2 else 1,
+            ipa=va if stage2 else None,
+            access=_NAMES[a],
+        )
+        return FaultError(fault)
+
+    # -- hyp regime -------------------------------------------------------------------------
 
     def hyp_pa(self, va: int, access: str = "read", _bits: dict[str, int] = ACCESS_BITS) -> int:
         """Translate hyp VA ``va`` through the TLB: the PA, or FaultError (stage 1).
 
-        The hot path the Xen model uses: a hit on a page entry is one dict lookup and builds
-        no object; block entries, LRU bookkeeping, the stale detector and misses take
-        :meth:`_hyp_pa_slow`.  A miss walks with the compiled walker and caches the leaf.
+        A hit costs one dict lookup per probed block size and builds no object.
         Raises RangeError for a bad VA/access or when no hyp regime is set."""
-        try:
-            entry = self._tlb_get(((va >> self._hyp_page_shift) << 6) | self._hyp_page_shift)
-        except TypeError:
-            entry = None  # not an integer: the slow path reports it
-        if entry is None:
-            if not self._hyp_blocks:  # no block entries cached: nothing else to probe
-                return self._hyp_miss(va, _bits.get(access, 0), access)
-        elif self._plain and entry[1] & _bits.get(access, 0):
-            self.hits += 1
-            return entry[0] | (va & entry[9])
-        return self._hyp_pa_slow(va, access)
-
-    def _hyp_pa_slow(self, va: int, access: str) -> int:
-        a = ACCESS_BITS.get(access, 0)
-        get = self._tlb_get
-        try:
-            for shift in self._hyp_probe:
-                key = ((va >> shift) << 6) | shift
-                entry = get(key)
-                if entry is not None:
-                    return self._hyp_hit_checked(va, key, entry, a, access)
-        except TypeError:
-            pass  # not an integer: the miss path reports it
-        return self._hyp_miss(va, a, access)
-
-    def _hyp_hit_checked(self, va: int, key: int, entry: TLBEntry, a: int, access: str) -> int:
-        hyp = self._need_hyp(va, "hyp_pa")
-        if not a:
-            raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
-        self.hits += 1
-        if self._lru:
-            self.tlb.entries.move_to_end(key)
-        if self.stale_check:
-            self._check_hyp_hit(hyp, va, entry, access)
-        if entry[1] & a:
-            return entry[0] | (va & entry[9])
-        raise FaultError(Fault("permission", entry[2], va, access=_NAMES[a]))
-
-    def _hyp_miss(self, va: int, a: int, access: str) -> int:
         hyp = self._hyp
-        if hyp is None or not a or va.__class__ is not int or not 0 <= va < hyp.geo.ia_reg_limit:
-            self._need_hyp(va, "hyp_pa")
-            raise RangeError(f"{self!r}.hyp_pa: access {access!r} is not read/write/exec")
-        geo = hyp.geo
-        self.misses += 1
-        desc, level, tbl, kind = hyp.leaf(self.mem.storage, hyp.root, va)
-        if va < geo.ia_limit:
-            self.walk_reads += level - geo.start + 1
-        if kind:
-            raise FaultError(Fault(kind, level, va, access=_NAMES[a]))  # type: ignore[arg-type]
-        shift = geo.shifts[level]
-        low = (1 << shift) - 1
-        if tbl & _HIERARCHICAL:
-            mask = permissions(geo, desc, tbl) & 7
-        else:
-            mask = geo.lut[((desc >> 6) & 3) | ((desc >> 52) & 4) | ((desc >> 50) & 8)] & 7
-        base = desc & geo.addr_mask & ~low
-        entry: TLBEntry = (base, mask, level, desc, shift, -1, -1, -1, False, low)
-        tlb = self.tlb
-        if tlb.capacity:
-            tlb.insert(((va >> shift) << 6) | shift, entry)
-            if shift not in self._hyp_probe:
-                self._hyp_probe = tuple(sorted((*self._hyp_probe, shift)))
-                self._hyp_blocks = shift != self._hyp_page_shift or self._hyp_blocks
-        if mask & a:
-            return base | (va & low)
-        raise FaultError(Fault("permission", level, va, access=_NAMES[a]))
+        if hyp is not None:
+            try:
+                pa = hyp.lookup(va, _bits[access])
+            except (KeyError, TypeError):
+                pass  # a bad address or access: the checked path below reports it
+            else:
+                if pa >= 0:
+                    return pa
+                raise self._refusal(hyp, va, _bits[access])
+        hyp = self._need(self._hyp, "hyp_pa", "set_hyp")
+        a = self._access(access, "hyp_pa")
+        pa = self._run(hyp, va, a, "hyp_pa")
+        if pa < 0:
+            raise self._refusal(hyp, va, a)
+        return pa
+
+    def hyp_lookup(self) -> Lookup:
+        """The hyp regime's lookup, ``lookup(va, access_bit) -> PA or REFUSED``, for a caller
+        that validated its arguments once (the Xen model's :class:`~vaalloc.xen.Hypervisor`):
+        :meth:`hyp_pa` without its checks, the refusal returned.  Rebuilt by :meth:`set_hyp`
+        and a change of :attr:`stale_check`.  Raises RangeError when no hyp regime is set."""
+        return self._need(self._hyp, "hyp_lookup", "set_hyp").lookup
 
     def hyp_translate(self, va: int, access: str = "read") -> Translation | Fault:
         """Translate hyp VA ``va`` through the TLB, as a Translation or a Fault.  On a miss the
         Translation carries the walk's descriptor reads; on a hit ``reads`` is empty (no
         memory was read).  Raises RangeError for a bad VA/access or no hyp regime."""
-        hyp = self._need_hyp(va, "hyp_translate")
+        hyp = self._need(self._hyp, "hyp_translate", "set_hyp")
+        a = self._access(access, "hyp_translate")
+        return self._translate(hyp, va, a, "hyp_translate")
+
+    def _translate(self, regime: Regime, va: int, a: int, what: str) -> Translation | Fault:
         hits_before = self.hits
         try:
-            pa = self.hyp_pa(va, access)
+            pa = self._run(regime, va, a, what)
+            if pa < 0:
+                raise self._refusal(regime, va, a)
         except FaultError as error:
             return error.fault
         if self.hits == hits_before:  # a miss: report the walk in full
-            return walk(self.mem, hyp.fmt, hyp.root, va, access)
-        for shift in hyp.shifts:
-            entry = self.tlb.entries.get(hyp_key(va, shift))
+            return walk(self.mem, regime.fmt, regime.root, va, _NAMES[a])
+        for shift in regime.shifts:
+            entry = self.tlb.lookup(regime.key(va, shift))
             if entry is not None:
-                return Translation(
-                    va=va,
-                    pa=pa,
-                    level=entry[2],
-                    descriptor=entry[3],
-                    block_size=1 << entry[4],
-                    readable=bool(entry[1] & 1),
-                    writable=bool(entry[1] & 2),
-                    executable=bool(entry[1] & 4),
-                    attrs=S1Attrs.from_descriptor(entry[3]),
-                    reads=(),
-                )
+                return self._entry_translation(regime, va, pa, entry)
         raise AssertionError("a TLB hit left no entry")  # pragma: no cover
+
+    @staticmethod
+    def _entry_translation(regime: Regime, va: int, pa: int, entry: TLBEntry) -> Translation:
+        decode = S2Attrs.from_descriptor if regime.kind == S2 else S1Attrs.from_descriptor
+        return Translation(
+            va=va,
+            pa=pa,
+            level=entry.level,
+            descriptor=entry.descriptor,
+            block_size=1 << entry.shift,
+            readable=bool(entry.perm & 1),
+            writable=bool(entry.perm & 2),
+            executable=bool(entry.perm & 4),
+            attrs=decode(entry.descriptor),
+            reads=(),
+            stage=regime.fmt.stage,
+        )
+
+    def _hyp_word(self, va: int, a: int, size: int, what: str) -> int:
+        hyp = self._need(self._hyp, what, "set_hyp")
+        if va.__class__ is int and va & (size - 1):
+            raise AlignmentError(f"{self!r}.{what}: {va:#x} is not {size}-byte aligned")
+        pa = self._run(hyp, va, a, what)
+        if pa < 0:
+            raise self._refusal(hyp, va, a)
+        return pa
 
     def hyp_read64(self, va: int) -> int:
         """Read the 64-bit word at hyp VA ``va`` (8-aligned) through the TLB.
         Raises FaultError, AlignmentError, RangeError."""
-        if va & 7:
-            raise AlignmentError(f"{self!r}.hyp_read64: {va:#x} is not 8-byte aligned")
-        pa = self.hyp_pa(va, "read")
-        words = self.mem.storage.get(pa >> 12)
-        return 0 if words is None else words[(pa >> 3) & 511]
+        hyp = self._hyp
+        if hyp is not None and va.__class__ is int and not va & 7:
+            pa = hyp.lookup(va, _READ)
+            if pa < 0:
+                raise self._refusal(hyp, va, _READ)
+            return self.mem.load64(pa)
+        return self.mem.load64(self._hyp_word(va, _READ, 8, "hyp_read64"))
 
     def hyp_write64(self, va: int, value: int) -> None:
-        """Write a 64-bit word at hyp VA ``va`` through the TLB.  Raises as hyp_read64."""
-        if va & 7:
-            raise AlignmentError(f"{self!r}.hyp_write64: {va:#x} is not 8-byte aligned")
-        self.mem.write64(self.hyp_pa(va, "write"), value)
+        """Write a 64-bit word at hyp VA ``va`` through the TLB.  Raises as hyp_read64, and
+        RangeError for a value outside [0, 2**64) (nothing is translated then)."""
+        if value.__class__ is not int or not 0 <= value < 1 << 64:
+            raise RangeError(f"{self!r}.hyp_write64: {value!r} is not a 64-bit value")
+        self.mem.store64(self._hyp_word(va, _WRITE, 8, "hyp_write64"), value)
 
     def hyp_read32(self, va: int) -> int:
         """Read the 32-bit word at hyp VA ``va`` (4-aligned).  Raises as hyp_read64."""
-        return self.mem.read32(self.hyp_pa(va, "read"))
+        return self.mem.read32(self._hyp_word(va, _READ, 4, "hyp_read32"))
 
     def hyp_write32(self, va: int, value: int) -> None:
-        """Write a 32-bit word at hyp VA ``va`` (4-aligned).  Raises as hyp_read64."""
-        self.mem.write32(self.hyp_pa(va, "write"), value)
+        """Write a 32-bit word at hyp VA ``va`` (4-aligned).  Raises as hyp_write64."""
+        if value.__class__ is not int or not 0 <= value < 1 << 32:
+            raise RangeError(f"{self!r}.hyp_write32: {value!r} is not a 32-bit value")
+        self.mem.write32(self._hyp_word(va, _WRITE, 4, "hyp_write32"), value)
 
-    def _check_hyp_hit(self, hyp: _Regime, va: int, entry: TLBEntry, access: str) -> None:
-        current = walk(self.mem, hyp.fmt, hyp.root, va, access)
-        cached_pa = entry[0] | (va & entry[9])
-        self._compare(va, "hyp", None, None, access, cached_pa, entry[1], current)
+    # -- the stale detector -------------------------------------------------------------------
+
+    def _hit_checker(self, regime: Regime) -> Callable[[int, TLBEntry, int], None]:
+        name = "hyp" if regime.kind == HYP else "guest"
+
+        def check(va: int, entry: TLBEntry, a: int) -> None:
+            current = walk(self.mem, regime.fmt, regime.root, va, _NAMES[a])
+            vmid = regime.tag if regime.kind == S2 else None
+            cached_pa = entry.base | (va & entry.low)
+            self._compare(va, name, vmid, None, _NAMES[a], cached_pa, entry.perm & 7, current)
+
+        return check
 
     def _compare(
         self,
@@ -396,10 +469,88 @@ class MMU:
 
     # -- guest regime -----------------------------------------------------------------------
 
-    def _need_s2(self, what: str) -> _Regime:
-        if self._s2 is None:
-            raise RangeError(f"{self!r}.{what}: no stage 2 (call set_stage2 first)")
-        return self._s2
+    def stage2_pa(self, ipa: int, access: str = "read") -> int:
+        """The stage-2 translation of ``ipa`` for a guest whose stage 1 is off: the PA, or
+        :data:`REFUSED` (-1) when the leaf's permissions refuse ``access``.
+
+        This is the call a hypervisor's stage-2 abort path makes: a permission refusal is an
+        answer it acts on (Xen's log-dirty handler), not an error.  Every other fault raises
+        FaultError (stage 2, ``ipa`` set).  Counts and caches exactly as :meth:`guest_pa`.
+        Raises RangeError for a bad address/access, no stage 2, or a stage 1 that is on."""
+        s2 = self._need(self._s2, "stage2_pa", "set_stage2")
+        if self._s1 is not None:
+            raise RangeError(f"{self!r}.stage2_pa: the guest's stage 1 is on")
+        return self._run(s2, ipa, self._access(access, "stage2_pa"), "stage2_pa")
+
+    def stage2_lookup(self) -> Lookup:
+        """The current stage 2's lookup, ``lookup(ipa, access_bit) -> PA or REFUSED``, for a
+        caller that validated its arguments once and makes many accesses (the Xen model's
+        guest path): :meth:`stage2_pa` without its checks.  ``access_bit`` is 1 (read),
+        2 (write) or 4 (exec); ``ipa`` must be an int.  The function is rebuilt by every
+        :meth:`set_stage2` (and a change of :attr:`stale_check`): fetch it again after one.
+        Raises RangeError when no stage 2 is set or the guest's stage 1 is on."""
+        s2 = self._need(self._s2, "stage2_lookup", "set_stage2")
+        if self._s1 is not None:
+            raise RangeError(f"{self!r}.stage2_lookup: the guest's stage 1 is on")
+        return s2.lookup
+
+    def stage2_entry(self, ipa: int) -> TLBEntry | None:
+        """The TLB entry the current stage 2 would translate ``ipa`` with, or None (not
+        cached).  A probe: it counts nothing, refreshes nothing and never walks, so a tool or
+        an abort handler can ask which leaf refused an access.  Raises RangeError when no
+        stage 2 is set or ``ipa`` is not an int."""
+        s2 = self._need(self._s2, "stage2_entry", "set_stage2")
+        if isinstance(ipa, bool) or not isinstance(ipa, int):
+            raise RangeError(f"{self!r}.stage2_entry: address {ipa!r} is not an integer")
+        for shift in s2.shifts:
+            entry = self.tlb.lookup(s2.key(ipa, shift))
+            if entry is not None:
+                return entry
+        return None
+
+    def guest_pa(
+        self, va: int, access: str = "read", user: bool = False, _bits: dict[str, int] = ACCESS_BITS
+    ) -> int:
+        """The PA of guest address ``va`` through the TLB, or FaultError.  With stage 1 off
+        ``va`` is the IPA and this is :meth:`stage2_pa` with the refusal raised.
+
+        A hit costs one dict lookup per probed leaf size and builds no object.
+        Raises RangeError for a bad address/access, no stage 2, or ``user=True`` without a
+        guest stage 1."""
+        lookup = self._guest_fast
+        if lookup is not None and user is False:
+            try:
+                pa = lookup(va, _bits[access])
+            except (KeyError, TypeError):
+                pass  # a bad address or access: the checked path below reports it
+            else:
+                if pa >= 0:
+                    return pa
+                assert self._s2 is not None
+                raise self._refusal(self._s2, va, _bits[access])
+        return self._guest_lookup(va, access, user, "guest_pa")[0]
+
+    def guest_pa_many(self, ipas: Iterable[int], access: str = "read") -> list[int]:
+        """``[guest_pa(ipa, access) for ipa in ipas]`` for a guest whose stage 1 is off, with
+        the arguments checked once: the same PAs, counters and TLB contents; the first
+        fault raises FaultError (the accesses before it are done, as in the loop).
+        Raises RangeError as :meth:`stage2_pa`."""
+        s2 = self._need(self._s2, "guest_pa_many", "set_stage2")
+        a = self._access(access, "guest_pa_many")
+        if self._s1 is not None:
+            return [self.guest_pa(ipa, access) for ipa in ipas]
+        lookup = s2.lookup
+        out: list[int] = []
+        append = out.append
+        try:
+            for ipa in ipas:
+                pa = lookup(ipa, a)
+                if pa < 0:
+                    raise self._refusal(s2, ipa, a)
+                append(pa)
+        except TypeError:
+            raise RangeError(f"{self!r}.guest_pa_many: an address is not an integer") from None
+        return out
 
     def guest_translate(
         self, va: int, access: str = "read", user: bool = False
@@ -409,97 +560,34 @@ class MMU:
         With stage 1 off, ``va`` is the IPA.  Faults say which stage (and S1PTW for a
         stage-2 fault on a stage-1 table read).  A hit returns a Translation with empty
         ``reads``.  Raises RangeError for a bad address/access or when no stage 2 is set."""
+        s2 = self._need(self._s2, "guest_translate", "set_stage2")
+        if self._s1 is None and not user:
+            return self._translate(s2, va, self._access(access, "guest_translate"), "guest")
         hits_before = self.hits
         try:
-            pa, entry = self._guest_lookup(va, access, user)
+            pa, entry = self._guest_lookup(va, access, user, "guest_translate")
         except FaultError as error:
             return error.fault
         s1 = self._s1
-        s2 = self._need_s2("guest_translate")
+        assert s1 is not None
         if self.hits == hits_before:  # a miss: report the walk in full
-            if s1 is None:
-                return walk(self.mem, s2.fmt, s2.root, va, access)
             return walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, access, user)
-        stage = 2 if s1 is None else 1
-        mask = entry[1] >> 3 if user else entry[1]
-        if entry[5] >= 0:
-            mask &= entry[5]
-        attrs_: S1Attrs | S2Attrs = (
-            S2Attrs.from_descriptor(entry[3]) if s1 is None else S1Attrs.from_descriptor(entry[3])
-        )
+        mask = entry.perm >> 3 if user else entry.perm
+        mask &= entry.s2perm
         return Translation(
             va=va,
             pa=pa,
-            level=entry[2],
-            descriptor=entry[3],
-            block_size=1 << entry[4],
+            level=entry.level,
+            descriptor=entry.descriptor,
+            block_size=1 << entry.shift,
             readable=bool(mask & 1),
             writable=bool(mask & 2),
             executable=bool(mask & 4),
-            attrs=attrs_,
+            attrs=S1Attrs.from_descriptor(entry.descriptor),
             reads=(),
-            stage=stage,
-            ipa=None if s1 is None else entry[7] | (va & ((1 << entry[4]) - 1)),
+            stage=1,
+            ipa=entry.ipa_base | (va & entry.low),
         )
-
-    def guest_pa(
-        self, va: int, access: str = "read", user: bool = False, _bits: dict[str, int] = ACCESS_BITS
-    ) -> int:
-        """The PA of guest address ``va`` through the TLB, or FaultError.  Raises RangeError.
-
-        The hot path for a guest with stage 1 off (a p2m-only guest): a hit costs one dict
-        lookup per leaf size and builds no object."""
-        s2 = self._s2
-        if self._s1 is None and s2 is not None and not user and self._plain:
-            page = s2.shifts[0]
-            try:
-                entry = self._tlb_get((2, s2.tag, page, va >> page))
-            except TypeError:
-                entry = None  # not an integer: the full path reports it
-            if entry is not None and entry[1] & _bits.get(access, 0):
-                self.hits += 1
-                return entry[0] | (va & entry[9])
-        if self._s1 is None and s2 is not None and not user and not self._stale_check:
-            a = _bits.get(access, 0)
-            get = self._tlb_get
-            try:
-                for shift in s2.shifts if self.tlb.capacity else ():
-                    key = (2, s2.tag, shift, va >> shift)
-                    entry = get(key)
-                    if entry is not None:
-                        if entry[1] & a:
-                            self.hits += 1
-                            if self._lru:
-                                self.tlb.entries.move_to_end(key)
-                            return entry[0] | (va & entry[9])
-                        break  # a refusal: the full path reports it
-                else:
-                    if a and va.__class__ is int and 0 <= va < s2.geo.ia_reg_limit:
-                        return self._s2_miss(s2, va, a)
-            except TypeError:
-                pass  # not an integer: the full path reports it
-        return self._guest_lookup(va, access, user)[0]
-
-    def _s2_miss(self, s2: _Regime, va: int, a: int) -> int:
-        """Stage-2-only TLB miss: walk, cache, check (the lean twin of :meth:`_guest_miss`)."""
-        geo = s2.geo
-        self.misses += 1
-        desc, level, _tbl, kind = s2.leaf(self.mem.storage, s2.root, va)
-        if va < geo.ia_limit:
-            self.walk_reads += level - geo.start + 1
-        if kind:
-            fault = Fault(kind, level, va, stage=2, ipa=va, access=_NAMES[a])  # type: ignore[arg-type]
-            raise FaultError(fault)
-        shift = geo.shifts[level]
-        low = (1 << shift) - 1
-        mask = geo.lut[((desc >> 6) & 3) | ((desc >> 52) & 4)]
-        base = desc & geo.addr_mask & ~low
-        if self.tlb.capacity:
-            entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False, low)
-            self.tlb.insert((2, s2.tag, shift, va >> shift), entry)
-        if mask & a:
-            return base | (va & low)
-        raise FaultError(Fault("permission", level, va, stage=2, ipa=va, access=_NAMES[a]))
 
     def guest_read64(self, va: int, user: bool = False) -> int:
         """Read the 64-bit word at guest address ``va``.  Raises FaultError/RangeError."""
@@ -509,114 +597,99 @@ class MMU:
         """Write the 64-bit word at guest address ``va``.  Raises FaultError/RangeError."""
         self.mem.write64(self.guest_pa(va, "write", user), value)
 
-    def _guest_lookup(self, va: int, access: str, user: bool) -> tuple[int, TLBEntry]:
-        s2 = self._need_s2("guest_translate")
+    # -- the two-stage path (a guest with stage 1 on) ---------------------------------------------
+
+    def _guest_lookup(
+        self, va: int, access: object, user: object, what: str
+    ) -> tuple[int, TLBEntry]:
+        """The full guest lookup, for the cases the generated stage-2 lookup does not take
+        (a guest stage 1, ``user=True``) and for error reporting."""
+        s2 = self._need(self._s2, what, "set_stage2")
         s1 = self._s1
-        a = ACCESS_BITS.get(access)
-        if a is None:
-            raise RangeError(f"{self!r}: access {access!r} is not read/write/exec")
-        first = s2 if s1 is None else s1
-        if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < first.geo.ia_reg_limit:
-            raise RangeError(f"{self!r}: {va!r} is not a guest address of {first.fmt.name}")
-        if user and s1 is None:
-            raise RangeError(f"{self!r}: user=True needs a guest stage 1")
-        entries = self.tlb.entries
-        for shift in first.shifts:
-            keys = (
-                [TLB.s2_key(s2.tag, va, shift)]
-                if s1 is None
-                else [
-                    TLB.guest_key(s2.tag, s1.tag, va, shift),
-                    TLB.guest_key(s2.tag, -1, va, shift),
-                ]
-            )
-            for key in keys:
-                entry = entries.get(key)
-                if entry is not None:
-                    if self._lru:  # FIFO replacement ignores hits
-                        entries.move_to_end(key)
-                    self.hits += 1
-                    if self.stale_check:
-                        self._check_guest_hit(va, entry, access, user)
-                    return self._guest_permit(va, entry, a, user), entry
-        entry = self._guest_miss(s2, s1, va, a, user)
-        return self._guest_permit(va, entry, a, user), entry
-
-    def _guest_permit(self, va: int, entry: TLBEntry, a: int, user: bool) -> int:
-        mask = entry[1] >> 3 if user else entry[1]
-        name = _NAMES[a]
-        stage1_on = entry[5] >= 0
-        if not mask & a:
-            stage = 1 if stage1_on else 2
-            ipa = None if stage1_on else va
-            raise FaultError(Fault("permission", entry[2], va, stage=stage, ipa=ipa, access=name))
-        offset = va & ((1 << entry[4]) - 1)
-        if stage1_on and not entry[5] & a:
-            ipa = entry[7] | offset
-            raise FaultError(Fault("permission", entry[6], va, stage=2, ipa=ipa, access=name))
-        return entry[0] | offset
-
-    def _guest_miss(self, s2: _Regime, s1: _Regime | None, va: int, a: int, user: bool) -> TLBEntry:
-        self.misses += 1
+        a = self._access(access, what)
+        if not isinstance(user, bool):
+            raise RangeError(f"{self!r}.{what}: user={user!r} is not a bool")
         if s1 is None:
-            desc, level, _tbl, kind = s2.leaf(self.mem.storage, s2.root, va)
-            if va < s2.geo.ia_limit:
-                self.walk_reads += level - s2.geo.start + 1
-            if kind:
-                fault = Fault(kind, level, va, stage=2, ipa=va, access=_NAMES[a])  # type: ignore[arg-type]
-                raise FaultError(fault)
-            shift = s2.geo.shifts[level]
-            low = (1 << shift) - 1
-            base = desc & s2.geo.addr_mask & ~low
-            mask = permissions(s2.geo, desc, 0)
-            entry: TLBEntry = (base, mask | mask << 3, level, desc, shift, -1, -1, -1, False, low)
-            self.tlb.insert(TLB.s2_key(s2.tag, va, shift), entry)
-            return entry
-        # Two stages: walk for reading (a permission refusal is decided from the entry).
-        result = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, "read", user)
-        if isinstance(result, Fault) and result.kind == "permission":
-            result = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, "exec", user)
-        if isinstance(result, Fault) and result.kind == "permission":
-            result = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, "write", user)
+            if user:
+                raise RangeError(f"{self!r}.{what}: user=True needs a guest stage 1")
+            pa = self._run(s2, va, a, what)
+            if pa < 0:
+                raise self._refusal(s2, va, a)
+            return pa, self.tlb.lookup(s2.key(va, s2.shifts[0])) or _NO_ENTRY
+        if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < s1.geo.ia_reg_limit:
+            raise RangeError(f"{self!r}: {_shown(va)} is not a guest address of {s1.fmt.name}")
+        for shift in s1.shifts:
+            for asid in (s1.tag, None):
+                key = self._combined_key(s2, va, shift, asid)
+                entry = self.tlb.lookup(key)
+                if entry is not None:
+                    self.tlb.touch(key)  # LRU refreshes; FIFO ignores hits
+                    self.hits += 1
+                    if self._stale_check:
+                        self._check_combined_hit(va, entry, a, user)
+                    return self._combined_permit(va, entry, a, user), entry
+        entry = self._combined_miss(s2, s1, va, a, user)
+        return self._combined_permit(va, entry, a, user), entry
+
+    @staticmethod
+    def _combined_key(s2: Regime, va: int, shift: int, asid: int | None) -> int:
+        """Key of a combined entry of the current VMID; ``asid`` None for a global one."""
+        return tlb_key(GUEST, va, shift, s2.tag, asid)
+
+    def _combined_permit(self, va: int, entry: TLBEntry, a: int, user: bool) -> int:
+        mask = entry.perm >> 3 if user else entry.perm
+        name = _NAMES[a]
+        if not mask & a:
+            raise FaultError(Fault("permission", entry.level, va, stage=1, access=name))
+        offset = va & entry.low
+        if not entry.s2perm & a:
+            ipa = entry.ipa_base | offset
+            raise FaultError(Fault("permission", entry.s2level, va, stage=2, ipa=ipa, access=name))
+        return entry.base | offset
+
+    def _combined_miss(self, s2: Regime, s1: Regime, va: int, a: int, user: bool) -> TLBEntry:
+        """Walk both stages for reading (a permission refusal is decided from the entry)."""
+        self.misses += 1
+        mem = self.mem
+        result = walk_two_stage(mem, s1.fmt, s1.root, s2.fmt, s2.root, va, "read", user)
+        for retry in ("exec", "write"):
+            if isinstance(result, Fault) and result.kind == "permission":
+                result = walk_two_stage(mem, s1.fmt, s1.root, s2.fmt, s2.root, va, retry, user)
         if isinstance(result, Fault):
             self.walk_reads += result.level + 1
             raise FaultError(attrs.evolve(result, access=_NAMES[a]))
-        assert result.s2 is not None and result.ipa is not None
-        self.walk_reads += len(result.reads) * (1 + len(s2.fmt.levels)) + len(result.s2.reads)
         s2t = result.s2
+        assert s2t is not None and result.ipa is not None
+        self.walk_reads += len(result.reads) * (1 + len(s2.fmt.levels)) + len(s2t.reads)
         shift = min(s1.geo.shifts[result.level], s2.geo.shifts[s2t.level])
         low = (1 << shift) - 1
-        s1mask = permissions(s1.geo, result.descriptor, _table_bits(result))
-        s2mask = permissions(s2.geo, s2t.descriptor, 0)
-        ng = bool(result.descriptor & (1 << 11))
-        entry = (
-            result.pa & ~low,
-            s1mask,
-            result.level,
-            result.descriptor,
-            shift,
-            s2mask,
-            s2t.level,
-            result.ipa & ~low,
-            ng,
-            low,
+        tables = 0
+        for _, desc in result.reads[:-1]:  # the hierarchical attributes of stage 1's tables
+            tables |= desc
+        entry = TLBEntry(
+            base=result.pa & ~low,
+            low=low,
+            perm=s1.geo.permissions(result.descriptor, tables),
+            level=result.level,
+            descriptor=result.descriptor,
+            shift=shift,
+            s2perm=s2.geo.permissions(s2t.descriptor, 0),
+            s2level=s2t.level,
+            ipa_base=result.ipa & ~low,
         )
-        self.tlb.insert(TLB.guest_key(s2.tag, s1.tag if ng else -1, va, shift), entry)
+        global_entry = not result.descriptor & NG
+        self.tlb.insert(self._combined_key(s2, va, shift, None if global_entry else s1.tag), entry)
         return entry
 
-    def _check_guest_hit(self, va: int, entry: TLBEntry, access: str, user: bool) -> None:
-        s2 = self._need_s2("guest_translate")
+    def _check_combined_hit(self, va: int, entry: TLBEntry, a: int, user: bool) -> None:
+        s2 = self._s2
         s1 = self._s1
-        if s1 is None:
-            current: Translation | Fault = walk(self.mem, s2.fmt, s2.root, va, access)
-        else:
-            current = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, access, user)
-        mask = entry[1] >> 3 if user else entry[1]
-        if entry[5] >= 0:
-            mask &= entry[5]
-        cached_pa = entry[0] | (va & entry[9])
-        asid = None if s1 is None else s1.tag
-        self._compare(va, "guest", s2.tag, asid, access, cached_pa, mask & 7, current)
+        assert s2 is not None and s1 is not None
+        access = _NAMES[a]
+        current = walk_two_stage(self.mem, s1.fmt, s1.root, s2.fmt, s2.root, va, access, user)
+        mask = (entry.perm >> 3 if user else entry.perm) & entry.s2perm
+        cached_pa = entry.base | (va & entry.low)
+        self._compare(va, "guest", s2.tag, s1.tag, access, cached_pa, mask & 7, current)
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -632,129 +705,124 @@ class MMU:
         :data:`TLBI_OPS`) with its address operand ``addr`` (VA, or IPA for the IPAS2 forms)
         and, where the operation takes them, ``asid``; ``vmid`` defaults to the current one.
         Returns how many entries were removed (over the shareable domain for ``IS`` forms).
-        Raises RangeError for an unknown op or a missing/unexpected operand."""
-        spec = TLBI_OPS.get(op)
+        Raises RangeError for an unknown op or a missing, unexpected or malformed operand."""
+        spec = TLBI_OPS.get(op) if isinstance(op, str) else None
         if spec is None:
             raise RangeError(f"{self!r}.tlbi: unknown operation {op!r}")
-        needs_addr, needs_asid, inner_shareable, action = spec
+        needs_addr, needs_asid, inner_shareable, needs_vmid, action = spec
         if needs_addr != (addr is not None):
-            raise RangeError(f"{self!r}.tlbi({op!r}): address operand {addr!r}")
-        if needs_asid and asid is None:
-            asid = self.asid
+            raise RangeError(f"{self!r}.tlbi({op!r}): address operand {_shown(addr)}")
+        if addr is not None and (addr.__class__ is not int or not 0 <= addr < 1 << 64):
+            raise RangeError(f"{self!r}.tlbi({op!r}): address {_shown(addr)} is not a 64-bit one")
+        if needs_asid:
+            asid = self.asid if asid is None else _check_tag(asid, "tlbi", "asid")
             if asid is None:
                 raise RangeError(f"{self!r}.tlbi({op!r}): needs an ASID")
-        targets = self._domain if inner_shareable else [self]
+        if vmid is not None:
+            vmid = _check_tag(vmid, "tlbi", "vmid")
         removed = 0
-        for mmu in targets:
-            removed += action(mmu, addr, asid, vmid)
+        for mmu in self.domain if inner_shareable else (self,):
+            target = vmid if vmid is not None else mmu.vmid
+            if needs_vmid and target is None:
+                raise RangeError(f"{mmu!r}: {op} needs a VMID (set_stage2 or vmid=)")
+            removed += action(mmu.tlb, addr, asid, target)
         key = f"tlbi:{op}"
         self._counts[key] = self._counts.get(key, 0) + 1
         return removed
 
-    def _current_vmid(self, vmid: int | None) -> int:
-        chosen = self.vmid if vmid is None else vmid
-        if chosen is None:
-            raise RangeError(f"{self!r}: operation needs a VMID (set_stage2 or vmid=)")
-        return chosen
+
+_NO_ENTRY = TLBEntry(0, 0, 0, 0, 0, 0)  # caching off: the answer has no entry to show
+
+#: ``action(tlb, address, asid, vmid) -> entries removed``.
+TlbiAction = Callable[[TLB, "int | None", "int | None", "int | None"], int]
 
 
-def _table_bits(t: Translation) -> int:
-    """OR of the table descriptors a walk went through (hierarchical attributes)."""
-    bits = 0
-    for _, desc in t.reads[:-1]:
-        bits |= desc
-    return bits
+def _all_hyp(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_hyp()
 
 
-TlbiAction = Callable[[MMU, int | None, int | None, int | None], int]
+def _hyp_va(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_hyp(addr)
 
 
-def _all_hyp(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_hyp()
+def _all_guests(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest()
 
 
-def _hyp_va(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_hyp(addr)
+def _vmid_all(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    assert vmid is not None
+    return tlb.invalidate_vmid(vmid)
 
 
-def _all_guests(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest()
+def _vmid_stage1(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest(vmid=vmid, stage2=False)
 
 
-def _vmid_all(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(vmid=mmu._current_vmid(vmid))
+def _ipa(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest(vmid=vmid, va=addr, combined=False)
 
 
-def _vmid_stage1(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(vmid=mmu._current_vmid(vmid), stage2=False)
+def _va_asid(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest(vmid=vmid, va=addr, asid=asid, stage2=False)
 
 
-def _ipa(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(vmid=mmu._current_vmid(vmid), va=addr, combined=False)
+def _va_all_asids(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest(vmid=vmid, va=addr, stage2=False)
 
 
-def _va_asid(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(vmid=mmu._current_vmid(vmid), va=addr, asid=asid, stage2=False)
+def _asid(tlb: TLB, addr: int | None, asid: int | None, vmid: int | None) -> int:
+    return tlb.invalidate_guest(vmid=vmid, asid=asid, stage2=False, keep_global=True)
 
 
-def _va_all_asids(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(vmid=mmu._current_vmid(vmid), va=addr, stage2=False)
-
-
-def _asid(mmu: MMU, addr: int | None, asid: int | None, vmid: int | None) -> int:
-    return mmu.tlb.invalidate_guest(
-        vmid=mmu._current_vmid(vmid), asid=asid, stage2=False, keep_global=True
-    )
-
-
-def _ops() -> dict[str, tuple[bool, bool, bool, TlbiAction]]:
-    # name: (takes an address, takes an ASID, inner shareable, action)
-    base: dict[str, tuple[bool, bool, TlbiAction]] = {
+def _ops() -> dict[str, tuple[bool, bool, bool, bool, TlbiAction]]:
+    # name: (takes an address, takes an ASID, acts on one VMID, action)
+    base: dict[str, tuple[bool, bool, bool, TlbiAction]] = {
         # AArch32 (ARMv7 with the Virtualization Extensions, and ARMv8 AArch32)
-        "TLBIALLH": (False, False, _all_hyp),
-        "TLBIMVAH": (True, False, _hyp_va),
-        "TLBIMVALH": (True, False, _hyp_va),
-        "TLBIALLNSNH": (False, False, _all_guests),
-        "TLBIALL": (False, False, _vmid_all),
-        "TLBIMVA": (True, True, _va_asid),
-        "TLBIMVAL": (True, True, _va_asid),
-        "TLBIMVAA": (True, False, _va_all_asids),
-        "TLBIMVAAL": (True, False, _va_all_asids),
-        "TLBIASID": (False, True, _asid),
-        "TLBIIPAS2": (True, False, _ipa),
-        "TLBIIPAS2L": (True, False, _ipa),
+        "TLBIALLH": (False, False, False, _all_hyp),
+        "TLBIMVAH": (True, False, False, _hyp_va),
+        "TLBIMVALH": (True, False, False, _hyp_va),
+        "TLBIALLNSNH": (False, False, False, _all_guests),
+        "TLBIALL": (False, False, True, _vmid_all),
+        "TLBIMVA": (True, True, True, _va_asid),
+        "TLBIMVAL": (True, True, True, _va_asid),
+        "TLBIMVAA": (True, False, True, _va_all_asids),
+        "TLBIMVAAL": (True, False, True, _va_all_asids),
+        "TLBIASID": (False, True, True, _asid),
+        "TLBIIPAS2": (True, False, True, _ipa),
+        "TLBIIPAS2L": (True, False, True, _ipa),
         # AArch64
-        "TLBI ALLE2": (False, False, _all_hyp),
-        "TLBI VAE2": (True, False, _hyp_va),
-        "TLBI VALE2": (True, False, _hyp_va),
-        "TLBI ALLE1": (False, False, _all_guests),
-        "TLBI VMALLS12E1": (False, False, _vmid_all),
-        "TLBI VMALLE1": (False, False, _vmid_stage1),
-        "TLBI VAE1": (True, True, _va_asid),
-        "TLBI VALE1": (True, True, _va_asid),
-        "TLBI VAAE1": (True, False, _va_all_asids),
-        "TLBI VAALE1": (True, False, _va_all_asids),
-        "TLBI ASIDE1": (False, True, _asid),
-        "TLBI IPAS2E1": (True, False, _ipa),
-        "TLBI IPAS2LE1": (True, False, _ipa),
+        "TLBI ALLE2": (False, False, False, _all_hyp),
+        "TLBI VAE2": (True, False, False, _hyp_va),
+        "TLBI VALE2": (True, False, False, _hyp_va),
+        "TLBI ALLE1": (False, False, False, _all_guests),
+        "TLBI VMALLS12E1": (False, False, True, _vmid_all),
+        "TLBI VMALLE1": (False, False, True, _vmid_stage1),
+        "TLBI VAE1": (True, True, True, _va_asid),
+        "TLBI VALE1": (True, True, True, _va_asid),
+        "TLBI VAAE1": (True, False, True, _va_all_asids),
+        "TLBI VAALE1": (True, False, True, _va_all_asids),
+        "TLBI ASIDE1": (False, True, True, _asid),
+        "TLBI IPAS2E1": (True, False, True, _ipa),
+        "TLBI IPAS2LE1": (True, False, True, _ipa),
     }
-    ops: dict[str, tuple[bool, bool, bool, TlbiAction]] = {}
-    for name, (addr, asid, action) in base.items():
-        ops[name] = (addr, asid, False, action)
-        ops[name + "IS"] = (addr, asid, True, action)
+    ops: dict[str, tuple[bool, bool, bool, bool, TlbiAction]] = {}
+    for name, (addr, asid, vmid, action) in base.items():
+        ops[name] = (addr, asid, False, vmid, action)
+        ops[name + "IS"] = (addr, asid, True, vmid, action)
     return ops
 
 
-TLBI_OPS: dict[str, tuple[bool, bool, bool, TlbiAction]] = _ops()
+TLBI_OPS: dict[str, tuple[bool, bool, bool, bool, TlbiAction]] = _ops()
 """Maintenance operations by architectural name: ``(takes an address, takes an ASID, inner
-shareable, action)``.  Every name also exists with the ``IS`` suffix (broadcast to the MMUs
-joined with :meth:`MMU.join`).  What each removes:
+shareable, acts on one VMID, action)``.  Every name also exists with the ``IS`` suffix
+(broadcast to the MMUs joined with :meth:`MMU.join`).  What each removes:
 
 * TLBIALLH / TLBI ALLE2: every hyp entry.  TLBIMVAH, TLBIMVALH / TLBI VAE2, VALE2: hyp entries
   covering the VA (any block size; the "last level" forms are treated as the full ones).
 * TLBIALLNSNH / TLBI ALLE1: every guest entry of every VMID.
 * TLBIALL (from hyp, ARMv7 semantics) / TLBI VMALLS12E1: every guest entry of the VMID,
-  combined and stage-2-only.  TLBI VMALLE1: the VMID's combined (stage-1) entries only.
+  combined and stage-2-only, straight from the TLB's per-VMID index.  TLBI VMALLE1: the
+  VMID's combined (stage-1) entries only.
 * TLBIMVA / TLBI VAE1: entries of the VMID covering the VA with the ASID, or global.
   TLBIMVAA / TLBI VAAE1: any ASID.  TLBIASID / TLBI ASIDE1: the ASID's non-global entries.
 * TLBIIPAS2 / TLBI IPAS2E1: the VMID's stage-2-only entries covering the IPA (combined entries

@@ -1,8 +1,8 @@
 """A translation lookaside buffer: cached leaf translations, tagged like ARM's.
 
-What an entry holds: one translation of one block (4KB page, 2MB or 1GB block; for a
-two-stage entry the smaller of the two stages' blocks), its output base, its permissions, and
-its tag:
+What an entry holds (:class:`TLBEntry`): one translation of one block (4KB page, 2MB or 1GB
+block; for a two-stage entry the smaller of the two stages' blocks), its output base and its
+permissions; where it is filed says its tag:
 
 * ``hyp`` entries (EL2 / PL2 stage 1): no ASID, no VMID; nG is ignored in this regime.
 * guest *combined* entries (stage 1 + stage 2, VA -> PA): tagged with the VMID, and with the
@@ -14,6 +14,19 @@ its tag:
 Faults are never cached (a translation, access-flag or address-size fault leaves no entry, as
 on hardware); a permission fault is raised from a cached entry.  Walk caches (intermediate
 table entries) are not modelled: every miss walks from the root.
+
+**Data layout.**  Entries are filed in *buckets*, one per (kind, VMID, ASID, block size): a
+bucket is a dict from block number (``address >> shift``) to entry.  A lookup therefore costs
+one shift and one dict probe per block size, with a key that is a small int (an int that packs
+every tag costs three more operations and hashes a multi-digit int; a tuple key costs a tuple
+build and hash).  A real TLB is organised the same way: per page size, indexed by the address
+bits above it, the tag compared on a hit.  A bucket lives as long as the TLB (invalidation
+empties it in place), so a translation regime binds its buckets' ``get`` once
+(:mod:`vaalloc.lpae.regime`).
+
+Every entry also has one int *key*, :func:`tlb_key` (``block << 41 | bucket id``, the bucket
+id packing kind, VMID, ASID and size, see :func:`bucket_id`), the one place the tag layout is
+written: it orders replacement and names an entry in :attr:`TLB.entries`.
 
 Replacement rule, chosen per TLB: ``"fifo"`` (default; round-robin: an insert into a full TLB
 evicts the entry inserted longest ago, hits change nothing) or ``"lru"`` (a hit also moves the
@@ -27,29 +40,126 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Literal
+from typing import Final
 
 from vaalloc.errors import RangeError
 
-__all__ = ["TLB", "TLBEntry"]
+__all__ = [
+    "BLOCK_SHIFT",
+    "GUEST",
+    "HYP",
+    "S2",
+    "TLB",
+    "TLBEntry",
+    "bucket_id",
+    "key_fields",
+    "tlb_key",
+]
 
-# An entry: (out_base, perm, level, descriptor, shift, s2perm, s2level, in_base, ng, low)
-#   out_base: output base (PA) of the block; perm: stage-1 (or only-stage) permission mask,
-#   privileged bits 2:0 and unprivileged bits 5:3; s2perm/s2level: stage-2 mask and level for
-#   combined entries (-1 otherwise); in_base: the IPA base for combined entries (else -1);
-#   ng: the stage-1 leaf had nG=1; low: block size - 1 (offset mask).
-TLBEntry = tuple[int, int, int, int, int, int, int, int, bool, int]
+#: Entry kinds, the low two bits of a bucket id.
+HYP: Final = 0
+GUEST: Final = 1  # combined stage 1 + stage 2
+S2: Final = 2  # stage 2 only (guest stage 1 off)
 
-Key = int | tuple[int, ...]
-Kind = Literal["hyp", "guest", "s2"]
+_VMID_SHIFT = 2  # 16-bit VMID
+_ASID_SHIFT = 18  # 17-bit field: 0 = global / not tagged, asid + 1 otherwise
+_SIZE_SHIFT = 35  # 6 bits: log2 of the block size
+#: Where the block number starts in a key (above every bucket-id field).
+BLOCK_SHIFT: Final = 41
+_BUCKET_MASK = (1 << BLOCK_SHIFT) - 1
 
-_GUEST = 1
-_S2 = 2
+
+def bucket_id(kind: int, shift: int, vmid: int = 0, asid: int | None = None) -> int:
+    """The id of the bucket holding entries of ``kind``, block size ``1 << shift``, tagged
+    ``vmid`` and (non-global combined entries only) ``asid``; None or -1: untagged."""
+    asid_field = 0 if asid is None or asid < 0 else asid + 1
+    return shift << _SIZE_SHIFT | asid_field << _ASID_SHIFT | vmid << _VMID_SHIFT | kind
 
 
-def hyp_key(va: int, shift: int) -> int:
-    """Key of a hyp entry: the block number and its size in one int."""
-    return ((va >> shift) << 6) | shift
+def tlb_key(kind: int, addr: int, shift: int, vmid: int = 0, asid: int | None = None) -> int:
+    """The key of the entry of ``kind`` for the block of ``1 << shift`` bytes holding ``addr``
+    (a VA, or an IPA for :data:`S2`), tagged as :func:`bucket_id` says."""
+    return (addr >> shift) << BLOCK_SHIFT | bucket_id(kind, shift, vmid, asid)
+
+
+def key_fields(key: int) -> tuple[int, int, int | None, int, int]:
+    """``(kind, vmid, asid, shift, block)`` of a key (or a bucket id, block 0); ``asid`` is
+    None for an untagged entry."""
+    asid_field = (key >> _ASID_SHIFT) & 0x1FFFF
+    return (
+        key & 3,
+        (key >> _VMID_SHIFT) & 0xFFFF,
+        asid_field - 1 if asid_field else None,
+        (key >> _SIZE_SHIFT) & 63,
+        key >> BLOCK_SHIFT,
+    )
+
+
+class TLBEntry:
+    """One cached translation: ``pa = base | (addr & low)``.  Never changed once made.
+
+    base: output address of the block; low: block size - 1; perm: permission mask of the leaf
+    (privileged read/write/exec in bits 2:0, unprivileged in 5:3; for a stage-2-only entry both
+    halves are the stage-2 permissions); level: the leaf's level; descriptor: the raw leaf;
+    shift: log2 of the block size; s2perm / s2level: stage 2's mask and level for a combined
+    entry (-1 otherwise, when ``perm`` already says everything); ipa_base: the IPA of the block
+    for a combined entry (-1 otherwise).
+
+    A class with slots rather than a named tuple: a hit reads ``perm``, ``base`` and ``low``,
+    and a slot read is specialised by the interpreter where a tuple subclass's is not.
+    """
+
+    __slots__ = (
+        "base",
+        "descriptor",
+        "ipa_base",
+        "level",
+        "low",
+        "perm",
+        "s2level",
+        "s2perm",
+        "shift",
+    )
+
+    def __init__(
+        self,
+        base: int,
+        low: int,
+        perm: int,
+        level: int,
+        descriptor: int,
+        shift: int,
+        s2perm: int = -1,
+        s2level: int = -1,
+        ipa_base: int = -1,
+    ) -> None:
+        self.base = base
+        self.low = low
+        self.perm = perm
+        self.level = level
+        self.descriptor = descriptor
+        self.shift = shift
+        self.s2perm = s2perm
+        self.s2level = s2level
+        self.ipa_base = ipa_base
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TLBEntry):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name):#x}" for name in _FIELDS[:2])
+        rest = ", ".join(f"{name}={getattr(self, name)}" for name in _FIELDS[2:])
+        return f"TLBEntry({body}, {rest})"
+
+
+_FIELDS = ("base", "low", "perm", "level", "descriptor", "shift", "s2perm", "s2level", "ipa_base")
+
+#: A bucket: block number -> entry.
+Bucket = dict[int, TLBEntry]
 
 
 class TLB:
@@ -58,7 +168,9 @@ class TLB:
     Storage only: lookups, inserts and invalidations by tag; the :class:`~vaalloc.lpae.mmu.MMU`
     decides what to look up and the architectural names of maintenance operations.
     O(1) lookup per probed block size, O(1) insert and eviction; invalidation by address is
-    O(block sizes), by tag O(entries).  Raises RangeError for a negative capacity.
+    O(block sizes), by VMID O(entries of that VMID), the rest O(entries).
+
+    Raises RangeError for a negative capacity or an unknown replacement rule.
     """
 
     def __init__(self, capacity: int = 512, *, replacement: str = "fifo") -> None:
@@ -69,93 +181,125 @@ class TLB:
         self.capacity = capacity
         self.replacement = replacement
         self.lru = replacement == "lru"
-        self.entries: OrderedDict[Key, TLBEntry] = OrderedDict()
         self.evictions = 0
-        self._shifts: set[int] = set()  # block sizes ever cached, for by-address invalidation
-        # Indexes so that invalidation by tag costs O(entries with that tag), not O(capacity):
+        self._buckets: dict[int, Bucket] = {}  # bucket id -> bucket, kept for the TLB's life
+        self._order: OrderedDict[int, None] = OrderedDict()  # keys, next victim first
+        # Bucket ids by VMID, so that invalidation by VMID costs O(entries with that VMID):
         # the log-dirty handler invalidates a whole VMID on every fault.
-        self._hyp_keys: set[int] = set()
-        self._vmid_keys: dict[int, set[Key]] = {}
+        self._by_vmid: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._order)
 
     def __repr__(self) -> str:
         return (
             f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, "
-            f"entries={len(self.entries)})"
+            f"entries={len(self._order)})"
         )
 
-    def insert(self, key: Key, entry: TLBEntry) -> None:
+    # -- buckets ------------------------------------------------------------------------------
+
+    def bucket(self, bid: int) -> Bucket:
+        """The bucket ``bid`` (see :func:`bucket_id`), made empty on first use.  The same dict
+        for the TLB's whole life: a lookup may bind its ``get`` once.  Read it, never write it
+        (use :meth:`insert` and the invalidations, which keep the replacement order)."""
+        bucket = self._buckets.get(bid)
+        if bucket is None:
+            bucket = self._buckets[bid] = {}
+            if bid & 3 != HYP:
+                self._by_vmid.setdefault((bid >> _VMID_SHIFT) & 0xFFFF, []).append(bid)
+        return bucket
+
+    def lookup(self, key: int) -> TLBEntry | None:
+        """The entry filed under ``key`` (:func:`tlb_key`), or None.  Counts nothing."""
+        bucket = self._buckets.get(key & _BUCKET_MASK)
+        return None if bucket is None else bucket.get(key >> BLOCK_SHIFT)
+
+    @property
+    def entries(self) -> dict[int, TLBEntry]:
+        """Every entry by key, next victim first: a snapshot for tests and tools.  O(n)."""
+        buckets = self._buckets
+        return {k: buckets[k & _BUCKET_MASK][k >> BLOCK_SHIFT] for k in self._order}
+
+    def keys(self) -> Iterator[int]:
+        """Keys of the cached entries, next victim first."""
+        return iter(list(self._order))
+
+    # -- fill and replacement -----------------------------------------------------------------
+
+    def insert(self, key: int, entry: TLBEntry) -> None:
         """Cache ``entry`` under ``key``, evicting the oldest (FIFO) or least recently used
         (LRU) entry first if full.  O(1)."""
         if not self.capacity:
             return
-        entries = self.entries
-        if key in entries:
+        order = self._order
+        bucket = self.bucket(key & _BUCKET_MASK)
+        block = key >> BLOCK_SHIFT
+        if block in bucket:
             if self.lru:
-                entries.move_to_end(key)
-            entries[key] = entry
+                order.move_to_end(key)
+            bucket[block] = entry
             return
-        if len(entries) >= self.capacity:
+        if len(order) >= self.capacity:
             self.evict()
-        entries[key] = entry
-        self._shifts.add(entry[4])
-        if isinstance(key, int):
-            self._hyp_keys.add(key)
-        else:
-            self._vmid_keys.setdefault(key[1], set()).add(key)
+        bucket[block] = entry
+        order[key] = None
+
+    def touch(self, key: int) -> None:
+        """Note a hit on ``key`` for LRU replacement (FIFO ignores hits).  O(1)."""
+        if self.lru:
+            self._order.move_to_end(key)
 
     def evict(self) -> None:
         """Drop the next victim (oldest / least recently used entry).  O(1)."""
-        key, _ = self.entries.popitem(last=False)
+        key, _ = self._order.popitem(last=False)
+        del self._buckets[key & _BUCKET_MASK][key >> BLOCK_SHIFT]
         self.evictions += 1
-        self._unindex(key)
-
-    def _unindex(self, key: Key) -> None:
-        if isinstance(key, int):
-            self._hyp_keys.discard(key)
-        else:
-            keys = self._vmid_keys.get(key[1])
-            if keys is not None:
-                keys.discard(key)
-
-    # -- keys -------------------------------------------------------------------------------
-
-    @staticmethod
-    def guest_key(vmid: int, asid: int, va: int, shift: int) -> tuple[int, ...]:
-        """Key of a combined entry; ``asid=-1`` for a global (nG=0) entry."""
-        return (_GUEST, vmid, asid, shift, va >> shift)
-
-    @staticmethod
-    def s2_key(vmid: int, ipa: int, shift: int) -> tuple[int, ...]:
-        """Key of a stage-2-only entry."""
-        return (_S2, vmid, shift, ipa >> shift)
 
     # -- invalidation -----------------------------------------------------------------------
 
-    def _drop(self, keys: list[Key]) -> int:
-        entries = self.entries
-        for key in keys:
-            del entries[key]
-            self._unindex(key)
-        return len(keys)
+    def _drop_bucket(self, bid: int) -> int:
+        bucket = self._buckets[bid]
+        order = self._order
+        for block in bucket:
+            del order[block << BLOCK_SHIFT | bid]
+        n = len(bucket)
+        bucket.clear()
+        return n
 
     def invalidate_all(self) -> int:
         """Drop every entry; return how many."""
-        n = len(self.entries)
-        self.entries.clear()
-        self._hyp_keys.clear()
-        self._vmid_keys.clear()
+        n = len(self._order)
+        self._order.clear()
+        for bucket in self._buckets.values():
+            bucket.clear()
         return n
 
     def invalidate_hyp(self, va: int | None = None) -> int:
         """Drop hyp entries (covering ``va`` if given, any size).  O(hyp entries) for all,
         O(block sizes) for one address."""
-        if va is None:
-            return self._drop(list(self._hyp_keys))
-        keys = [hyp_key(va, shift) for shift in self._shifts]
-        return self._drop([key for key in keys if key in self.entries])
+        removed = 0
+        for bid, bucket in self._buckets.items():
+            if bid & 3 != HYP or not bucket:
+                continue
+            if va is None:
+                removed += self._drop_bucket(bid)
+                continue
+            block = va >> ((bid >> _SIZE_SHIFT) & 63)
+            if bucket.pop(block, None) is not None:
+                del self._order[block << BLOCK_SHIFT | bid]
+                removed += 1
+        return removed
+
+    def invalidate_vmid(self, vmid: int) -> int:
+        """Drop every guest entry of ``vmid``, combined and stage-2-only (TLBIALL from hyp):
+        its buckets emptied in place, O(entries of the VMID)."""
+        removed = 0
+        buckets = self._buckets
+        for bid in self._by_vmid.get(vmid, ()):
+            if buckets[bid]:
+                removed += self._drop_bucket(bid)
+        return removed
 
     def invalidate_guest(
         self,
@@ -174,31 +318,27 @@ class TLB:
         ``keep_global``, global ones (TLBIMVA semantics); ``va`` = entries whose block covers
         it (a VA for combined entries, an IPA for stage-2-only ones); ``combined``/``stage2``
         select the two kinds of guest entries."""
-
-        def match(key: Key) -> bool:
-            if isinstance(key, int):
-                return False
-            kind = key[0]
-            if kind == _GUEST:
-                if not combined:
-                    return False
-                _, k_vmid, k_asid, shift, block = key
-                if asid is not None and k_asid != asid and (keep_global or k_asid != -1):
-                    return False
-            else:
-                if not stage2:
-                    return False
-                _, k_vmid, shift, block = key
-            if vmid is not None and k_vmid != vmid:
-                return False
-            return va is None or va >> shift == block
-
+        if vmid is not None and asid is None and va is None and combined and stage2:
+            return self.invalidate_vmid(vmid)
         if vmid is None:
-            candidates: list[Key] = [k for keys in self._vmid_keys.values() for k in keys]
+            bids = [b for group in self._by_vmid.values() for b in group]
         else:
-            candidates = list(self._vmid_keys.get(vmid, ()))
-        return self._drop([key for key in candidates if match(key)])
-
-    def keys(self) -> Iterator[Key]:
-        """Keys of the cached entries, next victim first."""
-        return iter(self.entries)
+            bids = list(self._by_vmid.get(vmid, ()))
+        removed = 0
+        for bid in bids:
+            bucket = self._buckets[bid]
+            if not bucket:
+                continue
+            kind, _vmid, b_asid, shift, _ = key_fields(bid)
+            if not (combined if kind == GUEST else stage2):
+                continue
+            # TLBIMVA semantics: another ASID's entry survives; a global one too if kept.
+            other_asid = kind == GUEST and asid is not None and b_asid != asid
+            if other_asid and (keep_global or b_asid is not None):
+                continue
+            if va is None:
+                removed += self._drop_bucket(bid)
+            elif bucket.pop(va >> shift, None) is not None:
+                del self._order[(va >> shift) << BLOCK_SHIFT | bid]
+                removed += 1
+        return removed

@@ -154,7 +154,10 @@ class Translation:
 
 
 class Geometry:
-    """Constants the hot loop needs, computed once per Format (see :func:`geometry_of`)."""
+    """Constants the hot loop needs, computed once per Format (see :func:`geometry_of`).
+
+    ``permissions(desc, tbl)`` is the permission mask of a leaf (see :func:`permission_lines`,
+    the one place the rule is written), compiled for this format."""
 
     __slots__ = (
         "addr_mask",
@@ -162,9 +165,11 @@ class Geometry:
         "fmt",
         "ia_limit",
         "ia_reg_limit",
+        "leaf_shifts",
         "lut",
         "oa_excess",
         "out_of_range_level",
+        "permissions",
         "root_mask",
         "shifts",
         "stage1",
@@ -186,6 +191,12 @@ class Geometry:
         self.stage1 = fmt.stage == 1
         self.out_of_range_level = 0 if fmt.arch == "aarch64" else 1
         self.lut = _permission_lut(fmt)
+        #: log2 of every leaf size the format can map, smallest first (TLB probe order).
+        self.leaf_shifts = tuple(sorted(fmt.shifts[lv] for lv in fmt.levels if fmt.can_block(lv)))
+        source = "def permissions(d, tbl):\n" + "\n".join(permission_lines(self, "    "))
+        namespace: dict[str, object] = {"LUT": self.lut}
+        exec(compile(source + "\n    return m\n", f"<permissions {fmt.name}>", "exec"), namespace)
+        self.permissions: Callable[[int, int], int] = namespace["permissions"]  # type: ignore[assignment]
 
 
 _GEOMETRIES: dict[Format, Geometry] = {}
@@ -239,20 +250,39 @@ def _permission_lut(fmt: Format) -> tuple[int, ...]:
     return tuple(table)
 
 
+def permission_lines(geo: Geometry, indent: str, *, tables: bool = True) -> list[str]:
+    """Python source that sets ``m`` to the permission mask (privileged R/W/X in bits 2:0,
+    unprivileged in 5:3) of the leaf descriptor ``d`` reached through table descriptors whose
+    bits OR to ``tbl``: the one place the rule is written down.  The reference walk runs it
+    compiled as ``geo.permissions``; the generated walkers and the MMU's lookups paste it in
+    (``tables=False`` where the caller already knows no table restricted anything).
+
+    The leaf bits fold into an index of ``geo.lut`` (:func:`_permission_lut`): AP[2:1] in bits
+    1:0, XN in bit 2 and, at stage 1, PXN in bit 3.  At stage 1 the tables restrict below
+    them: APTable[1] forces read-only, APTable[0] forbids unprivileged access, XNTable and
+    PXNTable force XN and PXN.  Stage-2 table descriptors carry no attributes."""
+    if not geo.stage1:
+        return [f"{indent}m = LUT[((d >> 6) & 3) | ((d >> 52) & 4)]"]
+    lines = [
+        f"{indent}ap = (d >> 6) & 3",
+        f"{indent}x = ((d >> 52) & 4) | ((d >> 50) & 8)",  # XN -> bit 2, PXN -> bit 3
+    ]
+    if tables:
+        lines += [
+            f"{indent}if tbl:",
+            f"{indent}    if tbl >> 62 & 1:",  # APTable[1]: read-only below
+            f"{indent}        ap |= 2",
+            f"{indent}    if tbl >> 61 & 1:",  # APTable[0]: no unprivileged access below
+            f"{indent}        ap &= 2",
+            f"{indent}    x |= ((tbl >> 58) & 4) | ((tbl >> 56) & 8)",  # XNTable, PXNTable
+        ]
+    return [*lines, f"{indent}m = LUT[ap | x]"]
+
+
 def permissions(geo: Geometry, desc: int, tbl: int) -> int:
     """Permission mask (privileged bits 2:0, unprivileged 5:3) of leaf ``desc`` reached through
-    table descriptors whose bits OR to ``tbl``.  O(1)."""
-    if not geo.stage1:
-        return geo.lut[((desc >> 6) & 3) | ((desc >> 52) & 4)]
-    ap = (desc >> 6) & 3
-    xn_pxn = ((desc >> 54) & 1) << 2 | ((desc >> 53) & 1) << 3  # XN -> bit 2, PXN -> bit 3
-    if tbl:
-        if tbl >> 62 & 1:  # APTable[1]: no write access below
-            ap |= 2
-        if tbl >> 61 & 1:  # APTable[0]: no unprivileged access below
-            ap &= 2
-        xn_pxn |= ((tbl >> 60) & 1) << 2 | ((tbl >> 59) & 1) << 3
-    return geo.lut[ap | xn_pxn]
+    table descriptors whose bits OR to ``tbl`` (see :func:`permission_lines`).  O(1)."""
+    return geo.permissions(desc, tbl)
 
 
 def leaf_pa(geo: Geometry, desc: int, level: int, va: int) -> int:

@@ -82,28 +82,31 @@ class Hypervisor:
         """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
         return self.pagetables.pgtable[cpu]
 
-    def hyp_read(self, mmu: MMU, va: int) -> int:
-        """Read the 64-bit word at hyp VA ``va`` through ``mmu`` (its TLB, its walker).
-
-        Counts ``hyp_tlb_misses`` and ``hyp_walk_reads`` in the ledger. Raises FaultError if
-        ``va`` does not translate for a read."""
+    def hyp_pa(self, cpu: int, va: int, access: int) -> int:
+        """The PA of hyp VA ``va`` on ``cpu`` for ``access`` (1 read, 2 write), through that
+        CPU's TLB and walker: the hot path of Xen's own accesses (the fault handler's VLPT
+        reads). Trusts its arguments (an int, 8-aligned VA below 4GB; the public calls that
+        lead here checked them once). Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``.
+        Raises FaultError when ``va`` does not translate for ``access``."""
+        mmu = self.mmus[cpu]
         misses, reads = mmu.misses, mmu.walk_reads
-        value = mmu.hyp_read64(va)
+        pa = mmu.hyp_lookup()(va, access)
         if mmu.misses != misses:
             counts = self.ledger.counts
             counts["hyp_tlb_misses"] += mmu.misses - misses
             counts["hyp_walk_reads"] += mmu.walk_reads - reads
-        return value
+        if pa < 0:
+            mmu.hyp_pa(va, "write" if access == 2 else "read")  # raises the permission fault
+        return pa
 
-    def hyp_write(self, mmu: MMU, va: int, value: int) -> None:
-        """Write the 64-bit word at hyp VA ``va`` through ``mmu``; counts as :meth:`hyp_read`.
-        Raises FaultError (a permission fault for a read-only mapping)."""
-        misses, reads = mmu.misses, mmu.walk_reads
-        mmu.hyp_write64(va, value)
-        if mmu.misses != misses:
-            counts = self.ledger.counts
-            counts["hyp_tlb_misses"] += mmu.misses - misses
-            counts["hyp_walk_reads"] += mmu.walk_reads - reads
+    def hyp_read(self, cpu: int, va: int) -> int:
+        """Read the 64-bit word at hyp VA ``va`` on ``cpu`` (see :meth:`hyp_pa`)."""
+        return self.mem.load64(self.hyp_pa(cpu, va, 1))
+
+    def hyp_write(self, cpu: int, va: int, value: int) -> None:
+        """Write the 64-bit word ``value`` (trusted: 0 <= value < 2**64) at hyp VA ``va`` on
+        ``cpu`` (see :meth:`hyp_pa`); a permission fault for a read-only mapping."""
+        self.mem.store64(self.hyp_pa(cpu, va, 2), value)
 
     # --- TLB maintenance ---------------------------------------------------------------------
     def flush_xen_va(self, va: int) -> None:

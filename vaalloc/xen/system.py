@@ -9,14 +9,22 @@ point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.
 
 from __future__ import annotations
 
-from vaalloc.errors import InvariantError, LogDirtyError, MappingError, OutOfSpace, RangeError
-from vaalloc.lpae import Fault, FaultError, PhysicalMemory
+from collections.abc import Iterable
+
+from vaalloc.errors import (
+    AlignmentError,
+    InvariantError,
+    LogDirtyError,
+    MappingError,
+    OutOfSpace,
+    RangeError,
+)
+from vaalloc.lpae import FaultError, PhysicalMemory
 from vaalloc.lpae.mmu import MMU, StaleHit
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
-from vaalloc.xen.fastpath import s2_fill, s2_probe
 from vaalloc.xen.hypervisor import Hypervisor
-from vaalloc.xen.layout import GUEST_RAM_BASE, MAX_VMID, MB, P2M_IPA_BITS, PAGE_SIZE
+from vaalloc.xen.layout import GUEST_RAM_BASE, HYP_VA_END, MAX_VMID, MB, P2M_IPA_BITS, PAGE_SIZE
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.logdirty import LogDirty
 from vaalloc.xen.lookup import LookupFactory, P2MLookup, PartitionedVLPT, lookup_factory
@@ -26,6 +34,20 @@ from vaalloc.xen.sched import context_switch
 from vaalloc.xen.vmap import Vmap
 
 __all__ = ["Xen"]
+
+_ACCESS_NAMES = {1: "read", 2: "write"}
+
+
+def _hex(value: object) -> str:
+    return f"{value:#x}" if type(value) is int else repr(value)
+
+
+def _check_hyp_va(va: object, what: str) -> None:
+    """A hyp VA the boundary accepts: an int below 4GB, 8-byte aligned."""
+    if type(va) is not int or not 0 <= va < HYP_VA_END:
+        raise RangeError(f"{what}: {_hex(va)} is not a 32-bit hyp virtual address")
+    if va & 7:
+        raise AlignmentError(f"{what}: hyp VA {va:#x} is not 8-byte aligned")
 
 
 class Xen:
@@ -132,16 +154,20 @@ class Xen:
 
         Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``. Raises RangeError for a bad CPU and
         ``vaalloc.lpae.FaultError`` (a VAAllocError, ``.fault`` says why) if ``va`` does not
-        translate for a read.
+        translate for a read, AlignmentError for a VA that is not 8-byte aligned.
         """
         self.core.check_cpu(cpu)
-        return self.core.hyp_read(self.core.mmus[cpu], va)
+        _check_hyp_va(va, "read_va")
+        return self.core.hyp_read(cpu, va)
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
         """Write a 64-bit word at hyp VA ``va`` on ``cpu`` (through its MMU). Raises like
         :meth:`read_va` (a permission fault for a read-only mapping)."""
         self.core.check_cpu(cpu)
-        self.core.hyp_write(self.core.mmus[cpu], va, value)
+        _check_hyp_va(va, "write_va")
+        if type(value) is not int or not 0 <= value < 1 << 64:
+            raise RangeError(f"write_va: value {value!r} is not a 64-bit unsigned integer")
+        self.core.hyp_write(cpu, va, value)
 
     def flush_guest_all(self, d: Domain) -> None:
         """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`)."""
@@ -231,94 +257,74 @@ class Xen:
         d.dirty = {g for g in d.dirty if not lo <= g < hi}
 
     # --- guest accesses ----------------------------------------------------------------------
-    def _guest_access(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
-        # The common case first, checked in the fewest operations: a live domain already
-        # running on a valid CPU, an int IPA in its RAM, the lean path.
-        if (
-            type(cpu) is int
-            and 0 <= cpu < len(self.current)
-            and self.current[cpu] is d
-            and type(ipa) is int
-            and d.ram_base <= ipa < d.ram_base + d.ram_size
-            and self.domains.get(d.domid) is d
-            and not self.mmus[cpu].stale_check
-        ):
-            try:
-                return self._access_fast(self.mmus[cpu], d, ipa, cpu, access)
-            except FaultError as error:
-                raise self._mapping_error(d, ipa, cpu, access, error) from error
-        self.check_domain(d)
-        self.check_cpu(cpu)
-        if isinstance(ipa, bool) or not isinstance(ipa, int) or not d.in_ram(ipa):
-            shown = f"{ipa:#x}" if isinstance(ipa, int) else repr(ipa)
-            raise RangeError(f"guest access at IPA {shown} outside {d!r}'s RAM")
-        prev = self.current[cpu]
-        if prev is not d:
-            context_switch(self.core, self.lookup, cpu, d)
-        try:
-            return self._translate_or_fault(d, ipa, cpu, access)
-        except BaseException:
-            if prev is not d:  # a failed access leaves the CPU as it found it
-                context_switch(self.core, self.lookup, cpu, prev)
-            raise
+    #
+    # One path: the boundary checks the arguments once (_enter), _access translates through the
+    # CPU's stage-2 lookup and takes the log-dirty fault and its one retry. guest_write,
+    # guest_read and guest_write_many are that path with different boundaries.
 
-    def _translate_or_fault(self, d: Domain, ipa: int, cpu: int, access: str) -> int:
-        """Translate a guest access on ``cpu``, taking the log-dirty fault path if needed."""
-        mmu = self.mmus[cpu]
-        try:
-            if not mmu.stale_check:
-                return self._access_fast(mmu, d, ipa, cpu, access)
-            counts = self.ledger.counts
-            misses = mmu.misses - counts["hyp_tlb_misses"]
-            try:  # the stale detector lives in MMU.guest_pa
-                return self._access_via_mmu(mmu, d, ipa, cpu, access)
-            finally:
-                # The MMU counts hyp and guest misses together; the hyp ones are in the ledger.
-                counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
-        except FaultError as error:
-            raise self._mapping_error(d, ipa, cpu, access, error) from error
+    def _enter(self, d: Domain, cpu: int, what: str) -> Domain | None:
+        """Check ``d`` and ``cpu``, run ``d`` on ``cpu``; return the domain that ran before
+        (to switch back to if the access fails). Raises RangeError."""
+        core = self.core
+        if type(cpu) is not int or not 0 <= cpu < len(core.mmus):
+            core.check_cpu(cpu)
+        if core.domains.get(getattr(d, "domid", -1)) is not d:
+            core.check_domain(d)
+        prev = core.current[cpu]
+        if prev is not d:
+            context_switch(core, self.lookup, cpu, d)
+        return prev
+
+    def _leave(self, d: Domain, cpu: int, prev: Domain | None) -> None:
+        """A failed access leaves the CPU running what it ran."""
+        if prev is not d:
+            context_switch(self.core, self.lookup, cpu, prev)
 
     @staticmethod
-    def _mapping_error(
-        d: Domain, ipa: int, cpu: int, access: str, error: FaultError
-    ) -> MappingError:
-        f = error.fault
-        return MappingError(
-            f"d{d.domid} {access} at IPA {ipa:#x} on cpu {cpu}: stage-{f.stage} "
-            f"{f.kind} fault at level {f.level}"
-        )
+    def _check_ipa(d: Domain, ipa: object, what: str) -> None:
+        if type(ipa) is not int or not d.ram_base <= ipa < d.ram_base + d.ram_size:
+            raise RangeError(f"{what}: IPA {_hex(ipa)} outside {d!r}'s RAM")
 
-    def _access_via_mmu(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
+    def _access(self, d: Domain, ipa: int, cpu: int, access: int) -> int:
+        """Translate guest ``d``'s access at ``ipa`` (1 read, 2 write) on ``cpu``, which runs
+        ``d``: the PA. A write refused by a log-dirty leaf takes the fault path and is retried
+        once. Counts ``guest_tlb_misses`` (the CPU's misses minus the handler's hyp ones) and
+        ``faults``. Raises MappingError for a real fault (no mapping, a read-only page)."""
+        mmu = self.core.mmus[cpu]
+        counts = self.core.ledger.counts
+        misses = mmu.misses
+        hyp = counts["hyp_tlb_misses"]
         try:
-            return mmu.guest_pa(ipa, access)
-        except FaultError as error:
-            fault = error.fault
-            if fault.kind != "permission" or access != "write" or not d.logdirty:
-                raise
-        self.ledger.counts["faults"] += 1
-        self.logdirty.handle_fault(cpu, d, ipa)
-        return mmu.guest_pa(ipa, access)
-
-    def _access_fast(self, mmu: MMU, d: Domain, ipa: int, cpu: int, access: str) -> int:
-        """The lean path (see :mod:`vaalloc.xen.fastpath`); counts like the MMU path."""
-        bit = 2 if access == "write" else 1
-        counts = self.ledger.counts
-        misses = mmu.misses - counts["hyp_tlb_misses"]
-        try:
-            entry = s2_probe(mmu, ipa) or s2_fill(mmu, ipa, access)
-            if not entry[1] & bit:
-                if bit != 2 or not d.logdirty:
-                    raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
+            lookup = mmu.stage2_lookup()
+            pa = lookup(ipa, access)
+            if pa < 0:
+                if access != 2 or not d.logdirty:
+                    raise self._refused(d, ipa, cpu, access)
                 counts["faults"] += 1
                 self.logdirty.handle_fault(cpu, d, ipa)
-                # The handler ended with TLBIALL(IS) for d's VMID on this CPU, so the retried
-                # access cannot hit: it walks (a probe would only confirm the miss).
-                entry = s2_fill(mmu, ipa, access)
-                if not entry[1] & bit:
-                    raise FaultError(Fault("permission", entry[2], ipa, stage=2, ipa=ipa))
-            return entry[0] | (ipa & ((1 << entry[4]) - 1))
+                # The handler ended with TLBIALL for d's VMID on this CPU: the retry walks.
+                pa = lookup(ipa, access)
+                if pa < 0:
+                    raise self._refused(d, ipa, cpu, access)
+            return pa
+        except FaultError as error:
+            f = error.fault
+            raise MappingError(
+                f"d{d.domid} {_ACCESS_NAMES[access]} at IPA {ipa:#x} on cpu {cpu}: "
+                f"stage-{f.stage} {f.kind} fault at level {f.level}"
+            ) from error
         finally:
-            counts["guest_tlb_misses"] += mmu.misses - counts["hyp_tlb_misses"] - misses
+            guest = mmu.misses - misses - (counts["hyp_tlb_misses"] - hyp)
+            if guest:
+                counts["guest_tlb_misses"] += guest
+
+    def _refused(self, d: Domain, ipa: int, cpu: int, access: int) -> MappingError:
+        entry = self.core.mmus[cpu].stage2_entry(ipa)
+        level = "?" if entry is None else entry.level
+        return MappingError(
+            f"d{d.domid} {_ACCESS_NAMES[access]} at IPA {ipa:#x} on cpu {cpu}: "
+            f"stage-2 permission fault at level {level}"
+        )
 
     def guest_write(self, d: Domain, ipa: int, cpu: int = 0, value: int | None = None) -> int:
         """Guest ``d`` writes at ``ipa`` on ``cpu``; return the PA written.
@@ -327,18 +333,52 @@ class Xen:
         takes the log-dirty fault path when the page is write-protected. With ``value`` None
         only the access path is modelled (no data stored, so writing all of a 4GB guest does
         not materialise 4GB of frames); otherwise the 64-bit ``value`` is stored at the
-        8-byte-aligned PA. Raises RangeError outside guest RAM, MappingError on a real fault.
+        8-byte-aligned PA. Raises RangeError for a bad domain, CPU, IPA (outside guest RAM) or
+        value, MappingError on a real fault; a call that raises changes nothing.
         """
-        pa = self._guest_access(d, ipa, cpu, "write")
+        if value is not None and (type(value) is not int or not 0 <= value < 1 << 64):
+            raise RangeError(f"guest_write: value {value!r} is not a 64-bit unsigned integer")
+        self._check_ipa(d, ipa, "guest_write")
+        prev = self._enter(d, cpu, "guest_write")
+        try:
+            pa = self._access(d, ipa, cpu, 2)
+        except BaseException:
+            self._leave(d, cpu, prev)
+            raise
         if value is not None:
-            self.mem.write64(pa & ~7, value)
+            self.core.mem.store64(pa & ~7, value)
         return pa
 
+    def guest_write_many(self, d: Domain, ipas: Iterable[int], cpu: int = 0) -> list[int]:
+        """``[guest_write(d, ipa, cpu) for ipa in ipas]`` with the arguments checked once:
+        the same PAs and exactly the state the single calls leave (dirty set, ledger, TLBs,
+        memory). Every IPA is checked before any access, so a bad one changes nothing; a real
+        fault (MappingError) stops the batch where it happens, as the loop would. Raises as
+        :meth:`guest_write`."""
+        batch = list(ipas) if not isinstance(ipas, list) else ipas
+        lo, hi = d.ram_base, d.ram_base + d.ram_size  # d is checked by _enter, first
+        prev = self._enter(d, cpu, "guest_write_many")
+        try:
+            for ipa in batch:
+                if type(ipa) is not int or not lo <= ipa < hi:
+                    self._check_ipa(d, ipa, "guest_write_many")
+        except BaseException:
+            self._leave(d, cpu, prev)
+            raise
+        access = self._access
+        return [access(d, ipa, cpu, 2) for ipa in batch]
+
     def guest_read(self, d: Domain, ipa: int, cpu: int = 0) -> int:
-        """Guest ``d`` reads the 64-bit word at ``ipa`` (8-byte aligned down) on ``cpu``."""
-        pa = self._guest_access(d, ipa, cpu, "read")
-        value: int = self.mem.read64(pa & ~7)
-        return value
+        """Guest ``d`` reads the 64-bit word at ``ipa`` (8-byte aligned down) on ``cpu``.
+        Raises as :meth:`guest_write`."""
+        self._check_ipa(d, ipa, "guest_read")
+        prev = self._enter(d, cpu, "guest_read")
+        try:
+            pa = self._access(d, ipa, cpu, 1)
+        except BaseException:
+            self._leave(d, cpu, prev)
+            raise
+        return self.core.mem.load64(pa & ~7)
 
     # --- Xen's own mappings --------------------------------------------------------------------
     def vmap(self, mfns: list[int]) -> int:

@@ -214,19 +214,19 @@ class PartitionedVLPT(P2MLookup):
             + (((ipa >> SECOND_SHIFT) & 511) << 3)
         )
         self.core.ledger.counts["vlpt_reads"] += 1
-        return self.core.hyp_read(self.core.mmus[cpu], va)
+        return self.core.hyp_read(cpu, va)
 
     def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
         """Read the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
         va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
         self.core.ledger.counts["vlpt_reads"] += 1
-        return self.core.hyp_read(self.core.mmus[cpu], va)
+        return self.core.hyp_read(cpu, va)
 
     def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
         """Write the leaf through the leaf view on ``cpu``'s MMU (``ipa`` in RAM)."""
         va = self._bases[d.domid][0] + ((ipa >> PAGE_SHIFT) << 3)
         self.core.ledger.counts["vlpt_writes"] += 1
-        self.core.hyp_write(self.core.mmus[cpu], va, value)
+        self.core.hyp_write(cpu, va, value)
 
     # --- checks -----------------------------------------------------------------------------
     def check(self) -> None:

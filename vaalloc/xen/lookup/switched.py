@@ -293,7 +293,7 @@ class SwitchedVLPT(P2MLookup):
         if self.installed[cpu] is not d:
             self._need_installed(cpu, d, ipa)
         self.core.ledger.counts["vlpt_reads"] += 1
-        return self.core.hyp_read(self.core.mmus[cpu], self._second_va(cpu, ipa))
+        return self.core.hyp_read(cpu, self._second_va(cpu, ipa))
 
     def read_leaf(self, cpu: int, d: Domain, ipa: int) -> int:
         """Read the leaf through ``cpu``'s leaf view (``d`` must run on ``cpu``)."""
@@ -301,7 +301,7 @@ class SwitchedVLPT(P2MLookup):
             self._need_installed(cpu, d, ipa)
         self.core.ledger.counts["vlpt_reads"] += 1
         va = self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
-        return self.core.hyp_read(self.core.mmus[cpu], va)
+        return self.core.hyp_read(cpu, va)
 
     def write_leaf(self, cpu: int, d: Domain, ipa: int, value: int) -> None:
         """Write the leaf through ``cpu``'s leaf view (``d`` must run on ``cpu``)."""
@@ -309,7 +309,7 @@ class SwitchedVLPT(P2MLookup):
             self._need_installed(cpu, d, ipa)
         self.core.ledger.counts["vlpt_writes"] += 1
         va = self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
-        self.core.hyp_write(self.core.mmus[cpu], va, value)
+        self.core.hyp_write(cpu, va, value)
 
     # --- checks -----------------------------------------------------------------------------
     def check(self) -> None:

@@ -95,11 +95,11 @@ class DomheapWalk(P2MLookup):
 
     def read_va(self, cpu: int, va: int) -> int:
         """Read a descriptor through ``cpu``'s hyp MMU (misses counted in the ledger)."""
-        return self.core.hyp_read(self.core.mmus[cpu], va)
+        return self.core.hyp_read(cpu, va)
 
     def write_va(self, cpu: int, va: int, value: int) -> None:
         """Write a descriptor through ``cpu``'s hyp MMU."""
-        self.core.hyp_write(self.core.mmus[cpu], va, value)
+        self.core.hyp_write(cpu, va, value)
 
     # --- the walk ---------------------------------------------------------------------------
     def _read_pa(self, cpu: int, pa: int) -> int:

@@ -1,0 +1,267 @@
+"""A single-stage translation regime as the MMU runs it: its tables, its tag, and its lookup.
+
+Two regimes translate in one stage: the hyp regime (HTTBR / TTBR0_EL2, Xen's own tables) and a
+guest whose stage 1 is off (VTTBR: IPA -> PA).  Both are what the Xen model runs millions of
+times, so for each one :func:`build_lookup` writes out, once per regime, the whole access as
+one Python function (the way :mod:`vaalloc.lpae.fastwalk` writes out a walk)::
+
+    lookup(addr, access_bit) -> PA, or REFUSED (-1) when the permissions refuse the access
+
+1. *TLB probe*: the key of the smallest leaf size first (:func:`vaalloc.lpae.tlb.tlb_key`, its
+   constant part computed here, per block size), the block sizes only once a block entry was
+   ever cached; a hit counts ``hits`` and, under LRU replacement, refreshes the entry.
+2. *Miss*: count ``misses``, walk (the success path unrolled per level with the format's
+   constants; anything unusual re-walks with the careful compiled walker, which reports the
+   exact fault), count the descriptors read, build the :class:`~vaalloc.lpae.tlb.TLBEntry`,
+   insert it, answer.
+
+A translation, access-flag or address-size fault raises :class:`~vaalloc.lpae.walk.FaultError`
+(nothing cached, as on hardware); a permission refusal returns :data:`REFUSED`, so that a
+hypervisor's abort handler (Xen's log-dirty fault) decides what to do without an exception.
+The function checks nothing about its arguments on the hit path: the MMU's public methods, the
+boundary, pass an int address (any other type raises TypeError from the key arithmetic, which
+they report as RangeError) and a valid access bit.  An address outside the regime can never
+hit (its key matches no entry), and the miss path range-checks it.
+
+The readable reference of every step is :func:`vaalloc.lpae.walk.walk`; the test-suite checks
+the MMU against it on random tables, every fault kind, hit and miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from vaalloc.errors import RangeError
+from vaalloc.lpae.fastwalk import LeafFn, leaf_fn, success_path_lines
+from vaalloc.lpae.geometry import Format
+from vaalloc.lpae.memory import PhysicalMemory
+from vaalloc.lpae.tlb import BLOCK_SHIFT, HYP, S2, TLB, TLBEntry, bucket_id
+from vaalloc.lpae.walk import Fault, FaultError, Geometry, geometry_of, permission_lines
+
+__all__ = ["REFUSED", "Counters", "Lookup", "Regime", "build_lookup"]
+
+#: What a lookup returns when the leaf's permissions refuse the access.
+REFUSED: Final = -1
+
+#: ``lookup(addr, access_bit) -> PA or REFUSED``; raises FaultError for any other fault.
+Lookup = Callable[[int, int], int]
+
+#: ``check(addr, entry, access_bit)``: the stale-entry detector, run on every hit when enabled.
+HitCheck = Callable[[int, TLBEntry, int], None]
+
+_NAMES = {1: "read", 2: "write", 4: "exec"}
+
+
+class Counters(Protocol):
+    """What a lookup counts into (the MMU)."""
+
+    hits: int
+    misses: int
+    walk_reads: int
+
+
+class Regime:
+    """One configured regime: ``fmt`` and its ``geo``, table base ``root``, entry ``kind``
+    (:data:`~vaalloc.lpae.tlb.HYP`, :data:`~vaalloc.lpae.tlb.S2`, or GUEST for a guest stage 1),
+    ``tag`` (VMID for stage 2, ASID for a guest stage 1, 0 for hyp) and, for a single-stage
+    regime, its ``lookup``.  Built by the MMU's ``set_*`` calls."""
+
+    __slots__ = ("fmt", "geo", "kind", "leaf", "lookup", "root", "tag")
+
+    def __init__(self, fmt: Format, root: int, kind: int, tag: int) -> None:
+        self.fmt = fmt
+        self.geo: Geometry = geometry_of(fmt)
+        self.root = root
+        self.kind = kind
+        self.tag = tag
+        self.leaf: LeafFn = leaf_fn(self.geo)
+        self.lookup: Lookup = _unbound
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        """log2 of the leaf sizes, smallest first (the probe order)."""
+        return self.geo.leaf_shifts
+
+    def key(self, addr: int, shift: int, asid: int | None = None) -> int:
+        """The TLB key of this regime's entry for the ``1 << shift`` block holding ``addr``."""
+        vmid = self.tag if self.kind != HYP else 0
+        return (addr >> shift) << BLOCK_SHIFT | bucket_id(self.kind, shift, vmid, asid)
+
+
+def _unbound(addr: int, access: int) -> int:
+    raise AssertionError("a regime without a lookup (a guest stage 1) was asked to translate")
+
+
+def build_lookup(
+    regime: Regime,
+    mem: PhysicalMemory,
+    tlb: TLB,
+    counters: Counters,
+    check_hit: HitCheck | None,
+) -> Lookup:
+    """The generated :data:`Lookup` of a single-stage ``regime`` (see the module docstring),
+    bound to ``mem``, ``tlb`` (the regime's buckets) and ``counters``; ``check_hit`` (the
+    stale detector) runs on every hit when given.  The source is compiled once per format and
+    variant and cached; binding it to a regime (a context switch) costs one closure."""
+    geo = regime.geo
+    variant = (geo, regime.kind, tlb.capacity > 0, tlb.lru, check_hit is not None)
+    factory = _FACTORIES.get(variant)
+    if factory is None:
+        factory = _FACTORIES[variant] = _compile(*variant)
+    vmid = regime.tag if regime.kind == S2 else 0
+    bids = [bucket_id(regime.kind, shift, vmid) for shift in geo.leaf_shifts]
+    lookup: Lookup = factory(
+        counters,
+        tlb.insert,
+        tlb.touch,
+        mem.storage,
+        regime.root,
+        bids,
+        [tlb.bucket(bid) for bid in bids],
+        regime.leaf,
+        check_hit,
+    )
+    return lookup
+
+
+_FACTORIES: dict[tuple[Geometry, int, bool, bool, bool], Any] = {}
+
+
+def _entry_lines(geo: Geometry, level: int, indent: str, cache: bool, stage2: bool) -> list[str]:
+    """Source for a valid leaf ``d`` found at ``level`` by the unrolled walk: count the reads,
+    build and cache the entry, answer."""
+    shift = geo.shifts[level]
+    low = (1 << shift) - 1
+    lines = [
+        f"{indent}counters.walk_reads += {level - geo.start + 1}",
+        *permission_lines(geo, indent, tables=False),
+    ]
+    if stage2:
+        lines.append(f"{indent}m |= m << 3")  # one privilege level: both halves alike
+    lines.append(f"{indent}base = d & {geo.addr_mask & ~low}")
+    if cache:
+        k = geo.leaf_shifts.index(shift)
+        lines.append(
+            f"{indent}insert((va >> {shift}) << {BLOCK_SHIFT} | bid{k}, "
+            f"E(base, {low}, m, {level}, d, {shift}))"
+        )
+    lines += [
+        f"{indent}if m & a:",
+        f"{indent}    return base | (va & {low})",
+        f"{indent}return {REFUSED}",
+    ]
+    return lines
+
+
+def _hit_lines(k: int, shift: int, indent: str, lru: bool, stale: bool) -> list[str]:
+    """Source for a hit on ``e`` in the bucket of leaf size ``k`` (``1 << shift`` bytes)."""
+    lines = [f"{indent}counters.hits += 1"]
+    if lru:
+        lines.append(f"{indent}touch((va >> {shift}) << {BLOCK_SHIFT} | bid{k})")
+    if stale:
+        lines.append(f"{indent}check_hit(va, e, a)")
+    return [
+        *lines,
+        f"{indent}if e.perm & a:",
+        f"{indent}    return e.base | (va & e.low)",
+        f"{indent}return {REFUSED}",
+    ]
+
+
+def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> str:
+    stage2 = kind == S2
+    ipa = "va" if stage2 else "None"
+    fault = f"FaultError(Fault({{kind}}, {{level}}, va, stage={geo.fmt.stage}, ipa={ipa}, "
+    fault += "access=NAMES[a]))"
+    shifts = geo.leaf_shifts
+    names = ", ".join(f"bid{k}" for k in range(len(shifts)))
+    buckets = ", ".join(f"bucket{k}" for k in range(len(shifts)))
+    done = lambda level, indent: _entry_lines(geo, level, indent, cache, stage2)  # noqa: E731
+    lines = [
+        "def factory(counters, insert, touch, frames, root, bids, buckets, leaf, check_hit):",
+        f"    {names}, = bids",
+        f"    {buckets}, = buckets",
+        "    get0 = bucket0.get",
+        "",
+        "    def miss(va, a):",
+        f"        if va.__class__ is not int or not 0 <= va < {geo.ia_reg_limit}:",
+        "            raise bad_address(va)",
+        "        counters.misses += 1",
+        f"        if va >= {geo.ia_limit}:",
+        "            raise " + fault.format(kind="'translation'", level=geo.out_of_range_level),
+        f"        slot = root + (((va >> {geo.shifts[geo.start]}) & {geo.root_mask}) << 3)",
+        "        try:",
+        *success_path_lines(geo, "            ", done),
+        "        except KeyError:",
+        "            pass",
+        # The careful walk: reports the exact fault, folds table attributes in.
+        "        d, level, tbl, kind = leaf(frames, root, va)",
+        f"        counters.walk_reads += level - {geo.start - 1}",
+        "        if kind:",
+        "            raise " + fault.format(kind="kind", level="level"),
+        "        shift = SHIFTS[level]",
+        "        low = (1 << shift) - 1",
+        "        m = permissions(d, tbl)",
+    ]
+    if stage2:
+        lines.append("        m |= m << 3")
+    lines.append(f"        base = d & {geo.addr_mask} & ~low")
+    if cache:
+        lines.append(
+            f"        insert((va >> shift) << {BLOCK_SHIFT} | bids[SIZES.index(shift)], "
+            "E(base, low, m, level, d, shift))"
+        )
+    lines += [
+        "        if m & a:",
+        "            return base | (va & low)",
+        f"        return {REFUSED}",
+        "",
+    ]
+    if not cache:
+        lines += ["    return miss", ""]
+        return "\n".join(lines) + "\n"
+    lines += [
+        "    def lookup(va, a):",
+        f"        e = get0(va >> {shifts[0]})",
+        "        if e is not None:",
+        *_hit_lines(0, shifts[0], "            ", lru, stale),
+    ]
+    for k, shift in enumerate(shifts[1:], start=1):
+        # A bucket of blocks is probed only once it holds something.
+        lines += [
+            f"        if bucket{k}:",
+            f"            e = bucket{k}.get(va >> {shift})",
+            "            if e is not None:",
+            *_hit_lines(k, shift, "                ", lru, stale),
+        ]
+    lines += ["        return miss(va, a)", "", "    return lookup"]
+    return "\n".join(lines) + "\n"
+
+
+def _bad_address(fmt: Format, kind: int) -> Callable[[object], RangeError]:
+    what = "hyp virtual address" if kind == HYP else "IPA"
+
+    def bad(va: object) -> RangeError:
+        shown = f"{va:#x}" if isinstance(va, int) and not isinstance(va, bool) else repr(va)
+        return RangeError(f"{shown} is not a {fmt.ia_reg_bits}-bit {what} of {fmt.name}")
+
+    return bad
+
+
+def _compile(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> Any:
+    namespace: dict[str, Any] = {
+        "LUT": geo.lut,
+        "SHIFTS": geo.shifts,
+        "SIZES": geo.leaf_shifts,
+        "Fault": Fault,
+        "FaultError": FaultError,
+        "NAMES": _NAMES,
+        "E": TLBEntry,
+        "permissions": geo.permissions,
+        "bad_address": _bad_address(geo.fmt, kind),
+    }
+    source = _source(geo, kind, cache, lru, stale)
+    name = f"<lpae-lookup {geo.fmt.name} kind={kind} cache={cache} lru={lru} stale={stale}>"
+    exec(compile(source, name, "exec"), namespace)
+    return namespace["factory"]
