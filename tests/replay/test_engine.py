@@ -417,3 +417,19 @@ def test_replay_imports_only_errors_and_alloc() -> None:
                     seen.add(name)
                     assert name.startswith(allowed), f"{path.name} imports {name}"
     assert {"vaalloc.alloc", "vaalloc.errors"} <= seen
+
+
+def test_progress_is_reported_per_policy() -> None:
+    trace = random_trace([("alloc", 2, PAGE, True, 5), ("free", 0, False)] * 50)
+    calls: list[tuple[str, int, int]] = []
+    replay(
+        trace,
+        WINDOW_128M,
+        ["first-fit", "linux-vmalloc"],
+        samples=10,
+        progress=lambda p, d, t: calls.append((p, d, t)),
+    )
+    for policy in ("first-fit", "linux-vmalloc"):
+        mine = [(d, t) for p, d, t in calls if p == policy]
+        assert mine[-1] == (len(trace.records), len(trace.records))
+        assert [d for d, _ in mine] == sorted(d for d, _ in mine)

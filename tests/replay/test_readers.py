@@ -342,3 +342,34 @@ def test_any_vmallocinfo_line_round_trips(
     got = [(r.size, r.guard, r.unpurged) for r in trace.records if isinstance(r, Alloc)]
     want = [(p * PAGE, PAGE if p > 1 else 0, lazy) for p, _, lazy, _ in areas]
     assert got == want
+
+
+def test_build_trace_drops_orphan_frees_and_infers_missing_ones() -> None:
+    from vaalloc.replay import build_trace
+
+    records = [
+        Free(99, lazy=True, line=1),  # allocated before the trace began
+        Alloc(0x1000, PAGE, line=2),
+        Alloc(0x1000, PAGE, line=3),  # handed out again: its free was not traced
+        Alloc(0x9000, PAGE, failed=True, line=4),  # a failure is no live area
+        Free(0x9000, line=5),
+    ]
+    trace = build_trace(
+        format="ftrace",
+        source="t",
+        records=records,
+        lines=5,
+        skipped=2,
+        notes=["n"],
+        page_size=PAGE,
+        addresses=True,
+    )
+    assert trace.records == (
+        records[1],
+        Free(0x1000, lazy=False, line=3, implied=True),
+        records[2],
+        records[3],
+    )
+    assert trace.skipped == 2 + 2
+    assert trace.notes[0] == "n" and len(trace.notes) == 3
+    assert trace.allocs == 3
