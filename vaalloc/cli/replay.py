@@ -1,8 +1,8 @@
 """``vaalloc replay FILE``: replay a real workload into each policy and show where each runs out.
 
-FILE is a ``/proc/vmallocinfo`` snapshot (``vaalloc replay /proc/vmallocinfo`` reads this
-machine's), the ftrace text of Linux's vmalloc events (the ``trace`` file after enabling
-``events/vmalloc/*``), or a vaalloc JSON trace; the format is detected.  The records are placed by
+FILE is a /proc/vmallocinfo snapshot ("vaalloc replay /proc/vmallocinfo" reads this machine's),
+the ftrace text of Linux's vmalloc events (the trace file of tracefs after enabling
+events/vmalloc/*), or a vaalloc JSON trace; the format is detected.  The records are placed by
 each policy side by side (default: first-fit, best-fit, instant-fit, xen_vmap, linux-vmalloc) in
 the region: by default where the trace was recorded when it says (ftrace), else Xen ARM32's
 768MB VMAP.  Per policy: failures and the first one, peak use, and at the end and at peak the
