@@ -14,13 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from vaalloc.cli import compare, demo, fuzz, layout, simulate, vectors
+from vaalloc.cli import compare, demo, fuzz, layout, replay, simulate, vectors
 from vaalloc.errors import VAAllocError
 
 __all__ = ["main"]
 
 # Sub-command modules, in the order ``vaalloc --help`` lists them.
-_COMMANDS = (simulate, layout, compare, vectors, fuzz, demo)
+_COMMANDS = (simulate, layout, compare, vectors, fuzz, demo, replay)
 
 
 def _parser() -> argparse.ArgumentParser:
