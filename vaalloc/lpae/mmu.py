@@ -110,18 +110,28 @@ class MMU:
     ``walk_reads`` (descriptors read by those walks).  ``domain`` lists the MMUs that this
     one's inner-shareable maintenance reaches (itself included; see :meth:`join`).
 
+    ``hyp_lookup`` and ``guest_lookup`` (read them, never assign them) are the current
+    regimes' lookups, ``lookup(addr, access_bit) -> PA or REFUSED`` (see
+    :mod:`vaalloc.lpae.regime`), for a caller that checked its arguments once and makes many
+    accesses (the Xen model): :meth:`hyp_pa` / :meth:`stage2_pa` without their checks, the
+    refusal returned.  ``access_bit`` is 1 (read), 2 (write) or 4 (exec) and the address an
+    int.  They are None while there is no such regime (``guest_lookup`` also while the
+    guest's stage 1 is on) and are replaced by every ``set_*`` call and a change of
+    :attr:`stale_check`: read them again after one.
+
     Raises RangeError when ``mem`` is not a PhysicalMemory or ``tlb`` not a TLB.
     """
 
     __slots__ = (
         "_counts",
-        "_guest_fast",
         "_hyp",
         "_s1",
         "_s2",
         "_stale_check",
         "domain",
+        "guest_lookup",
         "hits",
+        "hyp_lookup",
         "mem",
         "misses",
         "stale_hits",
@@ -145,8 +155,8 @@ class MMU:
         self._hyp: Regime | None = None
         self._s2: Regime | None = None
         self._s1: Regime | None = None
-        # The stage-2 lookup while the guest's stage 1 is off (the one-call guest path).
-        self._guest_fast: Lookup | None = None
+        self.hyp_lookup: Lookup | None = None
+        self.guest_lookup: Lookup | None = None
         self.domain: list[MMU] = [self]
         self.hits = 0
         self.misses = 0
@@ -171,6 +181,8 @@ class MMU:
         for regime in (self._hyp, self._s2):
             if regime is not None:
                 self._bind(regime)
+        if self._hyp is not None:
+            self.hyp_lookup = self._hyp.lookup
         self._rebind_guest()
 
     # -- configuration ----------------------------------------------------------------------
@@ -182,7 +194,7 @@ class MMU:
 
     def _rebind_guest(self) -> None:
         s2 = self._s2
-        self._guest_fast = s2.lookup if s2 is not None and self._s1 is None else None
+        self.guest_lookup = s2.lookup if s2 is not None and self._s1 is None else None
 
     def set_hyp(self, httbr: int, fmt: Format = ARMV7_S1) -> None:
         """Point the hyp regime at the tables rooted at ``httbr`` (HTTBR / TTBR0_EL2).
@@ -194,6 +206,7 @@ class MMU:
         regime = Regime(fmt, _check_base(self.mem, httbr, fmt, "set_hyp"), HYP, 0)
         self._bind(regime)
         self._hyp = regime
+        self.hyp_lookup = regime.lookup
 
     def set_stage2(self, vttbr: int, vmid: int = 0, fmt: Format = ARMV7_S2_40) -> None:
         """Select the guest's stage 2: tables at ``vttbr`` tagged ``vmid`` (VTTBR.BADDR and
@@ -267,7 +280,7 @@ class MMU:
             "evictions": self.tlb.evictions,
             "stale_hits": len(self.stale_hits),
         }
-        out.update(self._counts)
+        out.update((f"tlbi:{op}", n) for op, n in self._counts.items())
         return out
 
     def reset_counters(self) -> None:
@@ -344,13 +357,6 @@ class MMU:
         if pa < 0:
             raise self._refusal(hyp, va, a)
         return pa
-
-    def hyp_lookup(self) -> Lookup:
-        """The hyp regime's lookup, ``lookup(va, access_bit) -> PA or REFUSED``, for a caller
-        that validated its arguments once (the Xen model's :class:`~vaalloc.xen.Hypervisor`):
-        :meth:`hyp_pa` without its checks, the refusal returned.  Rebuilt by :meth:`set_hyp`
-        and a change of :attr:`stale_check`.  Raises RangeError when no hyp regime is set."""
-        return self._need(self._hyp, "hyp_lookup", "set_hyp").lookup
 
     def hyp_translate(self, va: int, access: str = "read") -> Translation | Fault:
         """Translate hyp VA ``va`` through the TLB, as a Translation or a Fault.  On a miss the
@@ -482,18 +488,6 @@ class MMU:
             raise RangeError(f"{self!r}.stage2_pa: the guest's stage 1 is on")
         return self._run(s2, ipa, self._access(access, "stage2_pa"), "stage2_pa")
 
-    def stage2_lookup(self) -> Lookup:
-        """The current stage 2's lookup, ``lookup(ipa, access_bit) -> PA or REFUSED``, for a
-        caller that validated its arguments once and makes many accesses (the Xen model's
-        guest path): :meth:`stage2_pa` without its checks.  ``access_bit`` is 1 (read),
-        2 (write) or 4 (exec); ``ipa`` must be an int.  The function is rebuilt by every
-        :meth:`set_stage2` (and a change of :attr:`stale_check`): fetch it again after one.
-        Raises RangeError when no stage 2 is set or the guest's stage 1 is on."""
-        s2 = self._need(self._s2, "stage2_lookup", "set_stage2")
-        if self._s1 is not None:
-            raise RangeError(f"{self!r}.stage2_lookup: the guest's stage 1 is on")
-        return s2.lookup
-
     def stage2_entry(self, ipa: int) -> TLBEntry | None:
         """The TLB entry the current stage 2 would translate ``ipa`` with, or None (not
         cached).  A probe: it counts nothing, refreshes nothing and never walks, so a tool or
@@ -517,7 +511,7 @@ class MMU:
         A hit costs one dict lookup per probed leaf size and builds no object.
         Raises RangeError for a bad address/access, no stage 2, or ``user=True`` without a
         guest stage 1."""
-        lookup = self._guest_fast
+        lookup = self.guest_lookup
         if lookup is not None and user is False:
             try:
                 pa = lookup(va, _bits[access])
@@ -706,7 +700,7 @@ class MMU:
         and, where the operation takes them, ``asid``; ``vmid`` defaults to the current one.
         Returns how many entries were removed (over the shareable domain for ``IS`` forms).
         Raises RangeError for an unknown op or a missing, unexpected or malformed operand."""
-        spec = TLBI_OPS.get(op) if isinstance(op, str) else None
+        spec = TLBI_OPS.get(op) if op.__class__ is str else None
         if spec is None:
             raise RangeError(f"{self!r}.tlbi: unknown operation {op!r}")
         needs_addr, needs_asid, inner_shareable, needs_vmid, action = spec
@@ -718,16 +712,18 @@ class MMU:
             asid = self.asid if asid is None else _check_tag(asid, "tlbi", "asid")
             if asid is None:
                 raise RangeError(f"{self!r}.tlbi({op!r}): needs an ASID")
-        if vmid is not None:
-            vmid = _check_tag(vmid, "tlbi", "vmid")
+        if vmid is not None and (vmid.__class__ is not int or not 0 <= vmid < 1 << 16):
+            _check_tag(vmid, "tlbi", "vmid")  # raises, naming the value
+        targets = self.domain if inner_shareable else [self]
+        if needs_vmid and vmid is None:
+            for mmu in targets:
+                if mmu.vmid is None:
+                    raise RangeError(f"{mmu!r}: {op} needs a VMID (set_stage2 or vmid=)")
         removed = 0
-        for mmu in self.domain if inner_shareable else (self,):
-            target = vmid if vmid is not None else mmu.vmid
-            if needs_vmid and target is None:
-                raise RangeError(f"{mmu!r}: {op} needs a VMID (set_stage2 or vmid=)")
-            removed += action(mmu.tlb, addr, asid, target)
-        key = f"tlbi:{op}"
-        self._counts[key] = self._counts.get(key, 0) + 1
+        for mmu in targets:
+            removed += action(mmu.tlb, addr, asid, mmu.vmid if vmid is None else vmid)
+        counts = self._counts
+        counts[op] = counts.get(op, 0) + 1
         return removed
 
 

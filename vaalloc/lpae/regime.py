@@ -113,8 +113,8 @@ def build_lookup(
     bids = [bucket_id(regime.kind, shift, vmid) for shift in geo.leaf_shifts]
     lookup: Lookup = factory(
         counters,
-        tlb.insert,
-        tlb.touch,
+        tlb.fill,
+        tlb.refresh,
         mem.storage,
         regime.root,
         bids,
@@ -142,10 +142,7 @@ def _entry_lines(geo: Geometry, level: int, indent: str, cache: bool, stage2: bo
     lines.append(f"{indent}base = d & {geo.addr_mask & ~low}")
     if cache:
         k = geo.leaf_shifts.index(shift)
-        lines.append(
-            f"{indent}insert((va >> {shift}) << {BLOCK_SHIFT} | bid{k}, "
-            f"E(base, {low}, m, {level}, d, {shift}))"
-        )
+        lines.append(f"{indent}fill(bid{k}, va >> {shift}, E(base, {low}, m, {level}, d, {shift}))")
     lines += [
         f"{indent}if m & a:",
         f"{indent}    return base | (va & {low})",
@@ -158,7 +155,7 @@ def _hit_lines(k: int, shift: int, indent: str, lru: bool, stale: bool) -> list[
     """Source for a hit on ``e`` in the bucket of leaf size ``k`` (``1 << shift`` bytes)."""
     lines = [f"{indent}counters.hits += 1"]
     if lru:
-        lines.append(f"{indent}touch((va >> {shift}) << {BLOCK_SHIFT} | bid{k})")
+        lines.append(f"{indent}refresh(bid{k}, va >> {shift}, e)")
     if stale:
         lines.append(f"{indent}check_hit(va, e, a)")
     return [
@@ -179,7 +176,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
     buckets = ", ".join(f"bucket{k}" for k in range(len(shifts)))
     done = lambda level, indent: _entry_lines(geo, level, indent, cache, stage2)  # noqa: E731
     lines = [
-        "def factory(counters, insert, touch, frames, root, bids, buckets, leaf, check_hit):",
+        "def factory(counters, fill, refresh, frames, root, bids, buckets, leaf, check_hit):",
         f"    {names}, = bids",
         f"    {buckets}, = buckets",
         "    get0 = bucket0.get",
@@ -209,8 +206,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
     lines.append(f"        base = d & {geo.addr_mask} & ~low")
     if cache:
         lines.append(
-            f"        insert((va >> shift) << {BLOCK_SHIFT} | bids[SIZES.index(shift)], "
-            "E(base, low, m, level, d, shift))"
+            "        fill(bids[SIZES.index(shift)], va >> shift, E(base, low, m, level, d, shift))"
         )
     lines += [
         "        if m & a:",

@@ -38,7 +38,7 @@ disables caching (every access walks), which is how a benchmark measures the mis
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterator
 from typing import Final
 
@@ -119,6 +119,7 @@ class TLBEntry:
         "s2level",
         "s2perm",
         "shift",
+        "stamp",
     )
 
     def __init__(
@@ -142,6 +143,7 @@ class TLBEntry:
         self.s2perm = s2perm
         self.s2level = s2level
         self.ipa_base = ipa_base
+        self.stamp = 0  # the TLB's bookkeeping (LRU refreshes), not part of the translation
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TLBEntry):
@@ -167,8 +169,25 @@ class TLB:
 
     Storage only: lookups, inserts and invalidations by tag; the :class:`~vaalloc.lpae.mmu.MMU`
     decides what to look up and the architectural names of maintenance operations.
-    O(1) lookup per probed block size, O(1) insert and eviction; invalidation by address is
-    O(block sizes), by VMID O(entries of that VMID), the rest O(entries).
+
+    ==============================  ===================================================
+    lookup (per probed block size)  O(1): one dict probe, nothing written on a FIFO hit
+    insert, with its eviction       O(1) amortised
+    LRU refresh of a hit            O(1) amortised
+    invalidate by VMID (TLBIALL)    O(buckets of the VMID): each emptied in place
+    invalidate by address           O(buckets of the kind)
+    everything else                 O(entries)
+    ==============================  ===================================================
+
+    **Replacement order** is a queue of ``(stamp, bucket id, block, entry)``, youngest on the
+    right.  Invalidation never searches it: it empties buckets, and a queued item whose entry
+    is no longer the one filed at ``(bucket id, block)`` (or, under LRU, whose stamp is not the
+    entry's latest) is *dead*, skipped when it reaches the left end.  An eviction pops from the
+    left until it finds a live item.  Dead items are bounded: when the queue grows past twice
+    the capacity plus a margin it is rebuilt from the live ones (O(capacity), so amortised O(1)
+    per insert).  An LRU hit appends a fresh item with a new stamp and leaves the old one to
+    die.  This is what makes a hit free and TLBIALL cheap, the two operations the log-dirty
+    fault path runs on every fault.
 
     Raises RangeError for a negative capacity or an unknown replacement rule.
     """
@@ -183,18 +202,20 @@ class TLB:
         self.lru = replacement == "lru"
         self.evictions = 0
         self._buckets: dict[int, Bucket] = {}  # bucket id -> bucket, kept for the TLB's life
-        self._order: OrderedDict[int, None] = OrderedDict()  # keys, next victim first
-        # Bucket ids by VMID, so that invalidation by VMID costs O(entries with that VMID):
+        self._live = 0  # entries in the buckets
+        self._queue: deque[tuple[int, int, int, TLBEntry]] = deque()
+        self._stamp = 0  # LRU: the stamp of the latest refresh
+        self._compact_at = 2 * capacity + 64
+        # Bucket ids by VMID, so that invalidation by VMID costs O(buckets of that VMID):
         # the log-dirty handler invalidates a whole VMID on every fault.
         self._by_vmid: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self._order)
+        return self._live
 
     def __repr__(self) -> str:
         return (
-            f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, "
-            f"entries={len(self._order)})"
+            f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, entries={self._live})"
         )
 
     # -- buckets ------------------------------------------------------------------------------
@@ -202,7 +223,7 @@ class TLB:
     def bucket(self, bid: int) -> Bucket:
         """The bucket ``bid`` (see :func:`bucket_id`), made empty on first use.  The same dict
         for the TLB's whole life: a lookup may bind its ``get`` once.  Read it, never write it
-        (use :meth:`insert` and the invalidations, which keep the replacement order)."""
+        (use :meth:`insert` and the invalidations, which keep the count and the order)."""
         bucket = self._buckets.get(bid)
         if bucket is None:
             bucket = self._buckets[bid] = {}
@@ -215,90 +236,121 @@ class TLB:
         bucket = self._buckets.get(key & _BUCKET_MASK)
         return None if bucket is None else bucket.get(key >> BLOCK_SHIFT)
 
+    def _is_live(self, item: tuple[int, int, int, TLBEntry]) -> bool:
+        stamp, bid, block, entry = item
+        return self._buckets[bid].get(block) is entry and entry.stamp == stamp
+
     @property
     def entries(self) -> dict[int, TLBEntry]:
         """Every entry by key, next victim first: a snapshot for tests and tools.  O(n)."""
-        buckets = self._buckets
-        return {k: buckets[k & _BUCKET_MASK][k >> BLOCK_SHIFT] for k in self._order}
+        return {
+            block << BLOCK_SHIFT | bid: entry
+            for stamp, bid, block, entry in self._queue
+            if self._is_live((stamp, bid, block, entry))
+        }
 
     def keys(self) -> Iterator[int]:
         """Keys of the cached entries, next victim first."""
-        return iter(list(self._order))
+        return iter(list(self.entries))
 
     # -- fill and replacement -----------------------------------------------------------------
 
     def insert(self, key: int, entry: TLBEntry) -> None:
-        """Cache ``entry`` under ``key``, evicting the oldest (FIFO) or least recently used
-        (LRU) entry first if full.  O(1)."""
+        """Cache ``entry`` under ``key`` (:func:`tlb_key`): :meth:`fill` by key."""
+        self.fill(key & _BUCKET_MASK, key >> BLOCK_SHIFT, entry)
+
+    def fill(self, bid: int, block: int, entry: TLBEntry) -> None:
+        """Cache ``entry`` for block number ``block`` in bucket ``bid``, evicting the oldest
+        (FIFO) or least recently used (LRU) entry first if full; an entry already filed there
+        is replaced and the new one is the youngest.  O(1) amortised."""
         if not self.capacity:
             return
-        order = self._order
-        bucket = self.bucket(key & _BUCKET_MASK)
-        block = key >> BLOCK_SHIFT
+        bucket = self._buckets.get(bid)
+        if bucket is None:
+            bucket = self.bucket(bid)
         if block in bucket:
-            if self.lru:
-                order.move_to_end(key)
-            bucket[block] = entry
-            return
-        if len(order) >= self.capacity:
+            self._live -= 1  # replaced: its queue item dies
+        elif self._live >= self.capacity:
             self.evict()
         bucket[block] = entry
-        order[key] = None
+        self._live += 1
+        queue = self._queue
+        queue.append((entry.stamp, bid, block, entry))
+        if len(queue) > self._compact_at:
+            self._compact()
 
     def touch(self, key: int) -> None:
-        """Note a hit on ``key`` for LRU replacement (FIFO ignores hits).  O(1)."""
+        """Note a hit on ``key`` for LRU replacement (FIFO ignores hits).  O(1) amortised."""
+        entry = self.lookup(key)
+        if entry is not None:
+            self.refresh(key & _BUCKET_MASK, key >> BLOCK_SHIFT, entry)
+
+    def refresh(self, bid: int, block: int, entry: TLBEntry) -> None:
+        """Note a hit on ``entry`` (filed at ``bid``, ``block``) for LRU replacement: it
+        becomes the youngest.  FIFO ignores hits.  O(1) amortised."""
         if self.lru:
-            self._order.move_to_end(key)
+            self._stamp += 1
+            entry.stamp = self._stamp
+            self._queue.append((self._stamp, bid, block, entry))
+            if len(self._queue) > self._compact_at:
+                self._compact()
 
     def evict(self) -> None:
-        """Drop the next victim (oldest / least recently used entry).  O(1)."""
-        key, _ = self._order.popitem(last=False)
-        del self._buckets[key & _BUCKET_MASK][key >> BLOCK_SHIFT]
-        self.evictions += 1
+        """Drop the next victim (oldest / least recently used entry).  O(1) amortised."""
+        queue = self._queue
+        buckets = self._buckets
+        while True:
+            stamp, bid, block, entry = queue.popleft()
+            bucket = buckets[bid]
+            if bucket.get(block) is entry and entry.stamp == stamp:
+                del bucket[block]
+                self._live -= 1
+                self.evictions += 1
+                return
+
+    def _compact(self) -> None:
+        """Drop the dead items of the replacement queue, keeping the live ones in order."""
+        self._queue = deque(item for item in self._queue if self._is_live(item))
 
     # -- invalidation -----------------------------------------------------------------------
 
-    def _drop_bucket(self, bid: int) -> int:
-        bucket = self._buckets[bid]
-        order = self._order
-        for block in bucket:
-            del order[block << BLOCK_SHIFT | bid]
+    def _empty(self, bucket: Bucket) -> int:
         n = len(bucket)
         bucket.clear()
+        self._live -= n
         return n
 
     def invalidate_all(self) -> int:
         """Drop every entry; return how many."""
-        n = len(self._order)
-        self._order.clear()
+        n = self._live
         for bucket in self._buckets.values():
             bucket.clear()
+        self._live = 0
+        self._queue.clear()
         return n
 
     def invalidate_hyp(self, va: int | None = None) -> int:
-        """Drop hyp entries (covering ``va`` if given, any size).  O(hyp entries) for all,
-        O(block sizes) for one address."""
+        """Drop hyp entries (covering ``va`` if given, any size).  O(hyp buckets)."""
         removed = 0
         for bid, bucket in self._buckets.items():
             if bid & 3 != HYP or not bucket:
                 continue
             if va is None:
-                removed += self._drop_bucket(bid)
-                continue
-            block = va >> ((bid >> _SIZE_SHIFT) & 63)
-            if bucket.pop(block, None) is not None:
-                del self._order[block << BLOCK_SHIFT | bid]
+                removed += self._empty(bucket)
+            elif bucket.pop(va >> ((bid >> _SIZE_SHIFT) & 63), None) is not None:
+                self._live -= 1
                 removed += 1
         return removed
 
     def invalidate_vmid(self, vmid: int) -> int:
         """Drop every guest entry of ``vmid``, combined and stage-2-only (TLBIALL from hyp):
-        its buckets emptied in place, O(entries of the VMID)."""
+        its buckets emptied in place, O(buckets of the VMID)."""
         removed = 0
         buckets = self._buckets
         for bid in self._by_vmid.get(vmid, ()):
-            if buckets[bid]:
-                removed += self._drop_bucket(bid)
+            bucket = buckets[bid]
+            if bucket:
+                removed += self._empty(bucket)
         return removed
 
     def invalidate_guest(
@@ -311,8 +363,8 @@ class TLB:
         stage2: bool = True,
         keep_global: bool = False,
     ) -> int:
-        """Drop guest entries matching every given criterion.  O(entries of the VMID) when
-        ``vmid`` is given, O(guest entries) otherwise.
+        """Drop guest entries matching every given criterion.  O(buckets of the VMID) when
+        ``vmid`` is given, O(guest buckets) otherwise.
 
         ``vmid`` None = all VMIDs; ``asid`` given = non-global entries of that ASID plus, unless
         ``keep_global``, global ones (TLBIMVA semantics); ``va`` = entries whose block covers
@@ -337,8 +389,8 @@ class TLB:
             if other_asid and (keep_global or b_asid is not None):
                 continue
             if va is None:
-                removed += self._drop_bucket(bid)
+                removed += self._empty(bucket)
             elif bucket.pop(va >> shift, None) is not None:
-                del self._order[(va >> shift) << BLOCK_SHIFT | bid]
+                self._live -= 1
                 removed += 1
         return removed

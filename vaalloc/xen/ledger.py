@@ -35,6 +35,10 @@ COUNTERS: dict[str, str] = {
 }
 
 
+#: ``op -> "tlbi:" + op``, made once per name (the fault path counts a TLBIALL per fault).
+_TLBI_NAMES: dict[str, str] = {}
+
+
 class Ledger:
     """A bag of named, monotonically increasing counters.
 
@@ -52,8 +56,12 @@ class Ledger:
 
     def tlbi(self, op: str, n: int = 1) -> None:
         """Count ``n`` TLB maintenance operations named ``op`` (e.g. ``"TLBIMVAHIS"``)."""
-        self.counts["tlbi:" + op] += n
-        self.counts["tlbi"] += n
+        name = _TLBI_NAMES.get(op)
+        if name is None:
+            name = _TLBI_NAMES[op] = "tlbi:" + op
+        counts = self.counts
+        counts[name] += n
+        counts["tlbi"] += n
 
     def snapshot(self) -> dict[str, int]:
         """A copy of every non-zero counter (for before/after comparisons)."""

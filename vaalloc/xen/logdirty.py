@@ -183,7 +183,9 @@ class LogDirty:
         lookup = self.lookup
         ledger = self.core.ledger
         l2 = lookup.read_second(cpu, d, ipa)
-        if is_block(l2):
+        if is_table(l2):
+            pass  # the common case: a level-3 table below
+        elif is_block(l2):
             if l2 & P2M_TYPE_MASK == _TYPE_LOGDIRTY:
                 # Break-before-make: the 2MB entry may sit in any CPU's TLB, so it goes from
                 # every TLB between the invalid entry and the new table.
@@ -195,7 +197,7 @@ class LogDirty:
                 return
             else:
                 raise MappingError(f"d{d.domid}: write to read-only 2MB block at {ipa:#x}")
-        elif not is_table(l2):
+        else:
             raise MappingError(f"d{d.domid}: no p2m mapping at IPA {ipa:#x}")
         leaf = lookup.read_leaf(cpu, d, ipa)
         kind = leaf & P2M_TYPE_MASK

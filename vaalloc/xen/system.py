@@ -291,32 +291,48 @@ class Xen:
         once. Counts ``guest_tlb_misses`` (the CPU's misses minus the handler's hyp ones) and
         ``faults``. Raises MappingError for a real fault (no mapping, a read-only page)."""
         mmu = self.core.mmus[cpu]
-        counts = self.core.ledger.counts
+        lookup = mmu.guest_lookup  # d runs on cpu with stage 1 off: never None here
+        assert lookup is not None
         misses = mmu.misses
+        try:
+            pa = lookup(ipa, access)
+        except FaultError as error:
+            self._count_guest_misses(mmu, misses, 0)
+            raise self._fault_error(d, ipa, cpu, access, error) from error
+        if pa >= 0:
+            if mmu.misses != misses:
+                self.core.ledger.counts["guest_tlb_misses"] += mmu.misses - misses
+            return pa
+        # Refused by the leaf's permissions: the log-dirty write fault, or a real one.
+        counts = self.core.ledger.counts
         hyp = counts["hyp_tlb_misses"]
         try:
-            lookup = mmu.stage2_lookup()
+            if access != 2 or not d.logdirty:
+                raise self._refused(d, ipa, cpu, access)
+            counts["faults"] += 1
+            self.logdirty.handle_fault(cpu, d, ipa)
+            # The handler ended with TLBIALL for d's VMID on this CPU: the retry walks.
             pa = lookup(ipa, access)
             if pa < 0:
-                if access != 2 or not d.logdirty:
-                    raise self._refused(d, ipa, cpu, access)
-                counts["faults"] += 1
-                self.logdirty.handle_fault(cpu, d, ipa)
-                # The handler ended with TLBIALL for d's VMID on this CPU: the retry walks.
-                pa = lookup(ipa, access)
-                if pa < 0:
-                    raise self._refused(d, ipa, cpu, access)
-            return pa
+                raise self._refused(d, ipa, cpu, access)
         except FaultError as error:
-            f = error.fault
-            raise MappingError(
-                f"d{d.domid} {_ACCESS_NAMES[access]} at IPA {ipa:#x} on cpu {cpu}: "
-                f"stage-{f.stage} {f.kind} fault at level {f.level}"
-            ) from error
-        finally:
-            guest = mmu.misses - misses - (counts["hyp_tlb_misses"] - hyp)
-            if guest:
-                counts["guest_tlb_misses"] += guest
+            raise self._fault_error(d, ipa, cpu, access, error) from error
+        finally:  # the CPU's misses, less the handler's own hyp misses
+            self._count_guest_misses(mmu, misses, counts["hyp_tlb_misses"] - hyp)
+        return pa
+
+    def _count_guest_misses(self, mmu: MMU, before: int, hyp: int) -> None:
+        guest = mmu.misses - before - hyp
+        if guest:
+            self.core.ledger.counts["guest_tlb_misses"] += guest
+
+    @staticmethod
+    def _fault_error(d: Domain, ipa: int, cpu: int, access: int, error: FaultError) -> MappingError:
+        f = error.fault
+        return MappingError(
+            f"d{d.domid} {_ACCESS_NAMES[access]} at IPA {ipa:#x} on cpu {cpu}: "
+            f"stage-{f.stage} {f.kind} fault at level {f.level}"
+        )
 
     def _refused(self, d: Domain, ipa: int, cpu: int, access: int) -> MappingError:
         entry = self.core.mmus[cpu].stage2_entry(ipa)
