@@ -342,3 +342,45 @@ def test_stale_detector_judges_the_access_made() -> None:
     [hit] = mmu.stale_hits
     assert (hit.access, hit.cached_perm, hit.cached_pa) == ("write", "rwx", data + 0x5000)
     assert isinstance(hit.current, Fault) and hit.current.kind == "permission"
+
+
+@given(random_tables(), st.sampled_from(["read", "write", "exec"]), st.sampled_from([0, 2, 512]))
+def test_guest_pa_many_is_the_loop_of_guest_pa(
+    case: tuple[Format, PhysicalMemory, int, list[int]], access: str, capacity: int
+) -> None:
+    """The batch gives what the loop gives: the same PAs, the same first fault, the same
+    counters and TLB contents afterwards."""
+    fmt, mem, root, vas = case
+    if fmt.stage != 2:
+        return
+    one, many = MMU(mem, TLB(capacity)), MMU(mem, TLB(capacity))
+    for mmu in (one, many):
+        mmu.set_stage2(root, 3, fmt)
+    batch = vas + vas[::-1]
+    expected: list[int] = []
+    fault: Fault | None = None
+    for va in batch:
+        try:
+            expected.append(one.guest_pa(va, access))
+        except FaultError as error:
+            fault = error.fault
+            break
+    if fault is None:
+        assert many.guest_pa_many(batch, access) == expected
+    else:
+        with pytest.raises(FaultError) as info:
+            many.guest_pa_many(batch, access)
+        assert info.value.fault == fault
+    assert one.counters == many.counters
+    assert one.tlb.entries == many.tlb.entries
+
+
+def test_guest_pa_many_checks_its_arguments() -> None:
+    _, p2m, mmu = guest_setup()
+    mmu.set_stage2(p2m[1].root, 1)
+    with pytest.raises(RangeError, match="integer"):
+        mmu.guest_pa_many([RAM, "0x80000000"])
+    with pytest.raises(RangeError, match="access"):
+        mmu.guest_pa_many([RAM], "fetch")
+    assert mmu.guest_pa_many([]) == []
+    assert mmu.guest_pa_many(iter([RAM, RAM + 8])) == [0x1_0000_0000, 0x1_0000_0008]

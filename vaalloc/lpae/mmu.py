@@ -190,7 +190,7 @@ class MMU:
     def _bind(self, regime: Regime) -> None:
         """(Re)build ``regime``'s lookup for this MMU's TLB and detector setting."""
         check = self._hit_checker(regime) if self._stale_check else None
-        regime.lookup = build_lookup(regime, self.mem, self.tlb, self, check)
+        regime.lookup, regime.lookup_many = build_lookup(regime, self.mem, self.tlb, self, check)
 
     def _rebind_guest(self) -> None:
         s2 = self._s2
@@ -533,18 +533,10 @@ class MMU:
         a = self._access(access, "guest_pa_many")
         if self._s1 is not None:
             return [self.guest_pa(ipa, access) for ipa in ipas]
-        lookup = s2.lookup
-        out: list[int] = []
-        append = out.append
         try:
-            for ipa in ipas:
-                pa = lookup(ipa, a)
-                if pa < 0:
-                    raise self._refusal(s2, ipa, a)
-                append(pa)
+            return s2.lookup_many(ipas, a, lambda ipa, a: self._refusal(s2, ipa, a))
         except TypeError:
             raise RangeError(f"{self!r}.guest_pa_many: an address is not an integer") from None
-        return out
 
     def guest_translate(
         self, va: int, access: str = "read", user: bool = False

@@ -29,7 +29,7 @@ the MMU against it on random tables, every fault kind, hit and miss.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from vaalloc.errors import RangeError
@@ -39,13 +39,18 @@ from vaalloc.lpae.memory import PhysicalMemory
 from vaalloc.lpae.tlb import BLOCK_SHIFT, HYP, S2, TLB, TLBEntry, bucket_id
 from vaalloc.lpae.walk import Fault, FaultError, Geometry, geometry_of, permission_lines
 
-__all__ = ["REFUSED", "Counters", "Lookup", "Regime", "build_lookup"]
+__all__ = ["REFUSED", "Counters", "Lookup", "LookupMany", "Regime", "build_lookup"]
 
 #: What a lookup returns when the leaf's permissions refuse the access.
 REFUSED: Final = -1
 
 #: ``lookup(addr, access_bit) -> PA or REFUSED``; raises FaultError for any other fault.
 Lookup = Callable[[int, int], int]
+
+#: ``lookup_many(addrs, access_bit, refused) -> PAs``: ``[lookup(a) for a in addrs]`` with the
+#: same effects, the walk inlined into the loop and the counters added once; the first refusal
+#: raises ``refused(addr, access_bit)`` (an exception), any other fault FaultError.
+LookupMany = Callable[[Iterable[int], int, Callable[[int, int], Exception]], list[int]]
 
 #: ``check(addr, entry, access_bit)``: the stale-entry detector, run on every hit when enabled.
 HitCheck = Callable[[int, TLBEntry, int], None]
@@ -67,7 +72,7 @@ class Regime:
     ``tag`` (VMID for stage 2, ASID for a guest stage 1, 0 for hyp) and, for a single-stage
     regime, its ``lookup``.  Built by the MMU's ``set_*`` calls."""
 
-    __slots__ = ("fmt", "geo", "kind", "leaf", "lookup", "root", "tag")
+    __slots__ = ("fmt", "geo", "kind", "leaf", "lookup", "lookup_many", "root", "tag")
 
     def __init__(self, fmt: Format, root: int, kind: int, tag: int) -> None:
         self.fmt = fmt
@@ -77,6 +82,7 @@ class Regime:
         self.tag = tag
         self.leaf: LeafFn = leaf_fn(self.geo)
         self.lookup: Lookup = _unbound
+        self.lookup_many: LookupMany = _unbound_many
 
     @property
     def shifts(self) -> tuple[int, ...]:
@@ -93,17 +99,24 @@ def _unbound(addr: int, access: int) -> int:
     raise AssertionError("a regime without a lookup (a guest stage 1) was asked to translate")
 
 
+def _unbound_many(
+    addrs: Iterable[int], access: int, refused: Callable[[int, int], Exception]
+) -> list[int]:
+    raise AssertionError("a regime without a lookup (a guest stage 1) was asked to translate")
+
+
 def build_lookup(
     regime: Regime,
     mem: PhysicalMemory,
     tlb: TLB,
     counters: Counters,
     check_hit: HitCheck | None,
-) -> Lookup:
-    """The generated :data:`Lookup` of a single-stage ``regime`` (see the module docstring),
-    bound to ``mem``, ``tlb`` (the regime's buckets) and ``counters``; ``check_hit`` (the
-    stale detector) runs on every hit when given.  The source is compiled once per format and
-    variant and cached; binding it to a regime (a context switch) costs one closure."""
+) -> tuple[Lookup, LookupMany]:
+    """The generated :data:`Lookup` of a single-stage ``regime`` (see the module docstring)
+    and its batch form, :data:`LookupMany`, bound to ``mem``, ``tlb`` (the regime's buckets)
+    and ``counters``; ``check_hit`` (the stale detector) runs on every hit when given.  The
+    source is compiled once per format and variant and cached; binding it to a regime (a
+    context switch) costs two closures."""
     geo = regime.geo
     variant = (geo, regime.kind, tlb.capacity > 0, tlb.lru, check_hit is not None)
     factory = _FACTORIES.get(variant)
@@ -111,7 +124,7 @@ def build_lookup(
         factory = _FACTORIES[variant] = _compile(*variant)
     vmid = regime.tag if regime.kind == S2 else 0
     bids = [bucket_id(regime.kind, shift, vmid) for shift in geo.leaf_shifts]
-    lookup: Lookup = factory(
+    lookup, many = factory(
         counters,
         tlb.fill,
         tlb.refresh,
@@ -122,19 +135,43 @@ def build_lookup(
         regime.leaf,
         check_hit,
     )
-    return lookup
+    return lookup, many
 
 
 _FACTORIES: dict[tuple[Geometry, int, bool, bool, bool], Any] = {}
 
 
-def _entry_lines(geo: Geometry, level: int, indent: str, cache: bool, stage2: bool) -> list[str]:
+class _Style:
+    """How generated access code delivers its answer and counts: one access returning it
+    (``lookup``), or an item of a batch appending it (``lookup_many``, counting in locals that
+    are added to the counters once, at the end)."""
+
+    def __init__(self, batch: bool) -> None:
+        self.batch = batch
+
+    def count(self, name: str, n: int | str) -> str:
+        return f"{name} += {n}" if self.batch else f"counters.{name} += {n}"
+
+    def answer(self, indent: str, value: str) -> list[str]:
+        if self.batch:
+            return [f"{indent}append({value})", f"{indent}continue"]
+        return [f"{indent}return {value}"]
+
+    def refuse(self, indent: str) -> list[str]:
+        if self.batch:
+            return [f"{indent}raise refused(va, a)"]
+        return [f"{indent}return {REFUSED}"]
+
+
+def _entry_lines(
+    geo: Geometry, level: int, indent: str, cache: bool, stage2: bool, style: _Style
+) -> list[str]:
     """Source for a valid leaf ``d`` found at ``level`` by the unrolled walk: count the reads,
     build and cache the entry, answer."""
     shift = geo.shifts[level]
     low = (1 << shift) - 1
     lines = [
-        f"{indent}counters.walk_reads += {level - geo.start + 1}",
+        indent + style.count("walk_reads", level - geo.start + 1),
         *permission_lines(geo, indent, tables=False),
     ]
     if stage2:
@@ -143,17 +180,17 @@ def _entry_lines(geo: Geometry, level: int, indent: str, cache: bool, stage2: bo
     if cache:
         k = geo.leaf_shifts.index(shift)
         lines.append(f"{indent}fill(bid{k}, va >> {shift}, E(base, {low}, m, {level}, d, {shift}))")
-    lines += [
+    return [
+        *lines,
         f"{indent}if m & a:",
-        f"{indent}    return base | (va & {low})",
-        f"{indent}return {REFUSED}",
+        *style.answer(indent + "    ", f"base | (va & {low})"),
+        *style.refuse(indent),
     ]
-    return lines
 
 
-def _hit_lines(k: int, shift: int, indent: str, lru: bool, stale: bool) -> list[str]:
+def _hit_lines(k: int, shift: int, indent: str, lru: bool, stale: bool, style: _Style) -> list[str]:
     """Source for a hit on ``e`` in the bucket of leaf size ``k`` (``1 << shift`` bytes)."""
-    lines = [f"{indent}counters.hits += 1"]
+    lines = [indent + style.count("hits", 1)]
     if lru:
         lines.append(f"{indent}refresh(bid{k}, va >> {shift}, e)")
     if stale:
@@ -161,8 +198,40 @@ def _hit_lines(k: int, shift: int, indent: str, lru: bool, stale: bool) -> list[
     return [
         *lines,
         f"{indent}if e.perm & a:",
-        f"{indent}    return e.base | (va & e.low)",
-        f"{indent}return {REFUSED}",
+        *style.answer(indent + "    ", "e.base | (va & e.low)"),
+        *style.refuse(indent),
+    ]
+
+
+def _probe_lines(geo: Geometry, indent: str, lru: bool, stale: bool, style: _Style) -> list[str]:
+    """Source probing the buckets for ``va``, smallest leaf size first; a bucket of blocks is
+    probed only once it holds something.  Falls through on a miss."""
+    shifts = geo.leaf_shifts
+    lines = [
+        f"{indent}e = get0(va >> {shifts[0]})",
+        f"{indent}if e is not None:",
+        *_hit_lines(0, shifts[0], indent + "    ", lru, stale, style),
+    ]
+    for k, shift in enumerate(shifts[1:], start=1):
+        lines += [
+            f"{indent}if bucket{k}:",
+            f"{indent}    e = bucket{k}.get(va >> {shift})",
+            f"{indent}    if e is not None:",
+            *_hit_lines(k, shift, indent + "        ", lru, stale, style),
+        ]
+    return lines
+
+
+def _walk_lines(geo: Geometry, indent: str, cache: bool, stage2: bool, style: _Style) -> list[str]:
+    """Source of the unrolled walk's success path from the root entry of ``va``; falls through
+    (or raises KeyError, for an unpopulated frame) on anything the careful walk must report."""
+
+    def done(level: int, ind: str) -> list[str]:
+        return _entry_lines(geo, level, ind, cache, stage2, style)
+
+    return [
+        f"{indent}slot = root + (((va >> {geo.shifts[geo.start]}) & {geo.root_mask}) << 3)",
+        *success_path_lines(geo, indent, done),
     ]
 
 
@@ -174,22 +243,22 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
     shifts = geo.leaf_shifts
     names = ", ".join(f"bid{k}" for k in range(len(shifts)))
     buckets = ", ".join(f"bucket{k}" for k in range(len(shifts)))
-    done = lambda level, indent: _entry_lines(geo, level, indent, cache, stage2)  # noqa: E731
+    one, many = _Style(batch=False), _Style(batch=True)
     lines = [
         "def factory(counters, fill, refresh, frames, root, bids, buckets, leaf, check_hit):",
         f"    {names}, = bids",
         f"    {buckets}, = buckets",
         "    get0 = bucket0.get",
         "",
+        # miss: everything after a TLB miss, for one access.
         "    def miss(va, a):",
         f"        if va.__class__ is not int or not 0 <= va < {geo.ia_reg_limit}:",
         "            raise bad_address(va)",
         "        counters.misses += 1",
         f"        if va >= {geo.ia_limit}:",
         "            raise " + fault.format(kind="'translation'", level=geo.out_of_range_level),
-        f"        slot = root + (((va >> {geo.shifts[geo.start]}) & {geo.root_mask}) << 3)",
         "        try:",
-        *success_path_lines(geo, "            ", done),
+        *_walk_lines(geo, "            ", cache, stage2, one),
         "        except KeyError:",
         "            pass",
         # The careful walk: reports the exact fault, folds table attributes in.
@@ -214,24 +283,47 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
         f"        return {REFUSED}",
         "",
     ]
-    if not cache:
-        lines += ["    return miss", ""]
-        return "\n".join(lines) + "\n"
-    lines += [
-        "    def lookup(va, a):",
-        f"        e = get0(va >> {shifts[0]})",
-        "        if e is not None:",
-        *_hit_lines(0, shifts[0], "            ", lru, stale),
-    ]
-    for k, shift in enumerate(shifts[1:], start=1):
-        # A bucket of blocks is probed only once it holds something.
+    if cache:
         lines += [
-            f"        if bucket{k}:",
-            f"            e = bucket{k}.get(va >> {shift})",
-            "            if e is not None:",
-            *_hit_lines(k, shift, "                ", lru, stale),
+            "    def lookup(va, a):",
+            *_probe_lines(geo, "        ", lru, stale, one),
+            "        return miss(va, a)",
+            "",
         ]
-    lines += ["        return miss(va, a)", "", "    return lookup"]
+    else:
+        lines += ["    lookup = miss", ""]
+    # lookup_many: the same access for each item of a batch, the walk inlined, the counters
+    # kept in locals; anything unusual goes through miss(), which counts for itself.
+    lines += [
+        "    def lookup_many(vas, a, refused):",
+        "        out = []",
+        "        append = out.append",
+        "        hits = misses = walk_reads = 0",
+        "        try:",
+        "            for va in vas:",
+    ]
+    if cache:
+        lines += _probe_lines(geo, "                ", lru, stale, many)
+    lines += [
+        f"                if va.__class__ is int and 0 <= va < {geo.ia_limit}:",
+        "                    misses += 1",
+        "                    try:",
+        *_walk_lines(geo, "                        ", cache, stage2, many),
+        "                    except KeyError:",
+        "                        pass",
+        "                    misses -= 1  # miss() below counts this access itself",
+        "                pa = miss(va, a)",
+        "                if pa < 0:",
+        "                    raise refused(va, a)",
+        "                append(pa)",
+        "        finally:",
+        "            counters.hits += hits",
+        "            counters.misses += misses",
+        "            counters.walk_reads += walk_reads",
+        "        return out",
+        "",
+        "    return lookup, lookup_many",
+    ]
     return "\n".join(lines) + "\n"
 
 
