@@ -1,5 +1,9 @@
 """``vaalloc simulate``: the per-round costs obey the VLPT design's exact counts, the run is
-reproducible, the progress bar stays off the pipe, and bad options end in one line."""
+reproducible, the progress bar stays off the pipe, and bad options end in one line.
+
+Issue 13's items tested here: 5 (the text's rows are the JSON's keys, with units; plurals;
+addresses as integers in JSON), 6 (a huge --rate refused, a long run announced) and 8
+(--vcpus past Xen's limit refused rather than quietly time-shared)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import vaalloc.cli as cli
+from tests.clirun import first_stderr_line, vaalloc
 from vaalloc.cli import simulate
 from vaalloc.cli._args import parse_size
 from vaalloc.cli._progress import ProgressBar
@@ -76,13 +81,74 @@ def test_max_rounds_stops_a_run_that_cannot_converge(capsys: pytest.CaptureFixtu
     assert [r["kind"] for r in report["rounds"]] == ["pre-copy", "pre-copy", "stop-and-copy"]
 
 
-def test_text_summary_has_the_round_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["simulate", *SMALL]) == 0
+def test_text_rows_are_the_json_keys_with_units(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _run(capsys, "--seed", "4")
+    assert cli.main(["simulate", *SMALL, "--seed", "4"]) == 0
     out, err = capsys.readouterr()
-    assert "pages sent" in out and "slot writes" in out and "stale hits" in out
-    assert "stale TLB hits: 0" in out
-    assert "d1: VLPT slots 64..64 at 0x8000000" in out
     assert err == ""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("round "))
+    assert lines[start].split() == [
+        "round",
+        "unit",
+        *map(str, range(len(report["rounds"]))),
+        "total",
+    ]
+    assert lines[start + 1].split() == ["kind", *(r["kind"] for r in report["rounds"])]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        key, *rest = line.split()
+        rows[key] = rest
+    keys = set(report["rounds"][0]) - {"round", "kind"}
+    assert set(rows) == keys  # every key of a round, and nothing else
+    for key, cells in rows.items():
+        unit_words = len(cells) - len(report["rounds"]) - (key != "dirty")
+        assert unit_words >= 1, key  # every row has its unit
+        values = cells[unit_words:]
+        assert values[: len(report["rounds"])] == [str(r[key]) for r in report["rounds"]]
+        if key != "dirty":
+            assert values[-1] == str(report["totals"][key])
+    assert "d1: VLPT slots 64..64 at 0x08000000" in out
+    assert report["domains"][0]["vlpt_va"] == 0x0800_0000  # an integer in JSON
+    assert "stale TLB hits: 0" in out
+
+
+def test_one_of_everything_is_singular(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--domains", "1", "--ram", "32M", "--cpus", "1", "--vcpus", "1", "--rate", "1"]
+    assert cli.main(["simulate", "--quiet", *argv, "--bandwidth", "8192", "--stop-pages", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 domain x 32M RAM, 1 vCPU each: 1 vCPU on 1 pCPU, 1 running")
+    assert "1 write per vCPU per slice" in out
+    assert "after 1 pre-copy round;" in out
+
+
+# --- items 6 and 8: limits said, not hidden --------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--vcpus", "10000"], "argument --vcpus: 10000 is more than 8 (Xen on ARM32"),
+        (["--rate", "100000000"], "argument --rate: 100000000 is more than 1000000"),
+        (["--domains", "300"], "argument --domains: 300 is more than 255 (an ARMv7 VMID"),
+        (["--cpus", "33"], "argument --cpus: 33 is more than 32"),
+    ],
+)
+def test_past_a_limit_is_a_clear_error_at_once(argv: list[str], message: str) -> None:
+    proc = vaalloc("simulate", *argv, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1].startswith(f"vaalloc simulate: error: {message}")
+
+
+def test_more_vcpus_than_pcpus_is_said_not_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--domains", "2", "--ram", "16M", "--cpus", "2", "--vcpus", "8", "--rate", "5"]
+    assert cli.main(["simulate", "--quiet", "--bandwidth", "4096", *argv]) == 0
+    assert "8 vCPUs each: 16 vCPUs on 2 pCPUs, 2 running per time slice" in capsys.readouterr().out
+
+
+def test_a_long_run_is_announced_before_it_starts() -> None:
+    line = first_stderr_line("simulate", "--rate", "1000000", "--quiet")
+    assert line.startswith("vaalloc simulate: warning: round 0 alone makes 128,000,000 guest")
 
 
 class _Terminal(io.StringIO):

@@ -5,7 +5,7 @@ it can replay files.  :func:`write_vectors` writes, into one directory:
 
 ``manifest.json``
     the format version, the vaalloc version, the seed, and every file with its kind and the
-    number of checks it holds.
+    number of checks it holds (see "Checks" below).
 ``alloc-<name>.json``
     an allocator op trace with the expected result of every op, one file per policy
     (``first-fit``, ``best-fit``, ``instant-fit``) and for Xen's ``vm_alloc`` placement
@@ -41,6 +41,12 @@ undoes them (a failed call changes nothing).  Placement is the same either way b
     third FIRST_SLOT FIRST_GB NR IPA EXPECT               EXPECT = hyp VA, or '-'
     second LOOP_SLOT FIRST_SLOT FIRST_GB NR IPA EXPECT
 
+Checks.  A file's ``checks`` count is the number of expected values a replay compares with
+what it computed, the same count ``examples/c_port/replay.c`` prints for a text file: a Xen
+alloc trace holds 3 for the boot state (``vm_low``, ``vm_top``, ``vm_end``) and 3 per op (the
+result, ``vm_low``, ``vm_top``); a policy alloc trace 1 per op (the result); a walk file 1 per
+case (its translation or fault); a VLPT file 2 per case (``third`` and ``second``).
+
 Everything is a pure function of the seed: the same seed writes byte-identical files.
 """
 
@@ -74,6 +80,7 @@ from vaalloc.xen.vlptmath import second_va, third_va
 
 __all__ = [
     "FORMAT",
+    "alloc_checks",
     "alloc_text",
     "alloc_trace",
     "c_header",
@@ -485,6 +492,15 @@ def c_header() -> str:
 # --- writing a directory ----------------------------------------------------------------------
 
 
+def alloc_checks(trace: dict[str, Any]) -> int:
+    """The expected values of an alloc trace that a replay compares (module docstring,
+    "Checks"): for a Xen trace, the three boot values then, per op, the result, ``vm_low`` and
+    ``vm_top``; for a policy trace, the result of each op."""
+    if trace["allocator"]["kind"] == "xen_vmap":
+        return 3 + 3 * len(trace["ops"])
+    return len(trace["ops"])
+
+
 def _dump(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
@@ -526,11 +542,12 @@ def write_vectors(
 
     for name in names:
         trace = alloc_trace(name, ops, seed)
+        checks = alloc_checks(trace)
         _dump(out / f"alloc-{name}.json", trace)
-        files[f"alloc-{name}.json"] = {"kind": "alloc", "checks": len(trace["ops"])}
+        files[f"alloc-{name}.json"] = {"kind": "alloc", "checks": checks}
         if name in _XEN_REGIONS:
             (out / f"alloc-{name}.txt").write_text(alloc_text(trace), encoding="utf-8")
-            files[f"alloc-{name}.txt"] = {"kind": "alloc-text", "checks": len(trace["ops"])}
+            files[f"alloc-{name}.txt"] = {"kind": "alloc-text", "checks": checks}
         step(f"alloc {name}")
     for fmt in _WALK_FORMATS:
         data = walk_cases(fmt, walks, seed)

@@ -8,12 +8,17 @@
  * DIR/vaalloc_xen.h (generated) supplies the layout constants and the VLPT macros, so this
  * file holds only what a hypervisor port would write by hand: the bitmap allocator
  * (vm_alloc/vm_free as in xen/common/vmap.c) and the range check around the VLPT macros.
- * Exit status 0 when every expected result matched, 1 on the first file with a mismatch
- * (every mismatch is printed, one line each), 2 on a malformed file.
+ * Each file prints "FILE: N checks, M failed", N counted as `vaalloc vectors` counts them in
+ * manifest.json: one per expected value compared (an alloc trace: 3 for the boot state, then 3
+ * per op, the result, vm_low and vm_top; a VLPT file: one per third or second record).
+ * Exit status 0 when every file ran checks and every expected result matched; 1 when one
+ * did not match (every mismatch is printed, one line each); 2 when a file cannot be read, is
+ * malformed (the line is printed), or holds no check at all (an empty file proves nothing).
  *
  * Text vector format (see vaalloc/vectors.py): one record per line, fields separated by
  * spaces, numbers in C syntax, '-' for "this call fails", '#' starts a comment.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -193,8 +198,11 @@ static int parse_line(char *line, struct record *r)
             r->f[r->n++] = NO_VALUE;
             continue;
         }
+        if (tok[0] < '0' || tok[0] > '9') /* strtoull would take "-1" or " +1" silently */
+            return -1;
+        errno = 0;
         r->f[r->n++] = strtoull(tok, &end, 0);
-        if (*end)
+        if (*end || errno == ERANGE || r->f[r->n - 1] == NO_VALUE)
             return -1;
     }
     return 1;
@@ -224,7 +232,8 @@ static int replay_record(struct vmap *v, int *have_vmap, struct record *r, struc
                          const char *file, int line)
 {
     if (!strcmp(r->op, "allocator") && r->n == 6) {
-        if (*have_vmap)
+        /* One allocator per file, over a non-empty range of whole granules. */
+        if (*have_vmap || !r->f[2] || r->f[0] >= r->f[1] || (r->f[1] - r->f[0]) % r->f[2])
             return -1;
         if (vmap_init(v, r->f[0], r->f[1], r->f[2]))
             return -1;
@@ -232,7 +241,7 @@ static int replay_record(struct vmap *v, int *have_vmap, struct record *r, struc
         expect(t, file, line, "boot vm_low", v->vm_low, r->f[3]);
         expect(t, file, line, "boot vm_top", v->vm_top, r->f[4]);
         expect(t, file, line, "boot vm_end", v->vm_end, r->f[5]);
-    } else if (!strcmp(r->op, "alloc") && r->n == 5 && *have_vmap) {
+    } else if (!strcmp(r->op, "alloc") && r->n == 5 && *have_vmap && r->f[0]) {
         uint64_t va = vmap_alloc(v, r->f[0], r->f[1]);
         expect(t, file, line, "vm_alloc", va ? va : NO_VALUE, r->f[2]);
         expect(t, file, line, "vm_low", v->vm_low, r->f[3]);
@@ -249,7 +258,13 @@ static int replay_record(struct vmap *v, int *have_vmap, struct record *r, struc
         expect(t, file, line, "third_va", got, r->f[4]);
     } else if (!strcmp(r->op, "second") && r->n == 6) {
         uint64_t got = NO_VALUE;
-        expect(t, file, line, "loop slot", r->f[0], VAALLOC_VLPT_LOOP_SLOT);
+        /* The loop slot is an input, and must be the one the header was generated with:
+         * vectors and header from two different runs are a bad input, not a failed check. */
+        if (r->f[0] != VAALLOC_VLPT_LOOP_SLOT) {
+            printf("%s:%d: loop slot %" PRIu64 ", but vaalloc_xen.h says %llu\n", file, line,
+                   r->f[0], (unsigned long long)VAALLOC_VLPT_LOOP_SLOT);
+            return -1;
+        }
         if (vlpt_covers(r->f[2], r->f[3], r->f[4]))
             got = VAALLOC_VLPT_SECOND_VA(r->f[0], r->f[1], r->f[2], r->f[4]);
         expect(t, file, line, "second_va", got, r->f[5]);
@@ -273,6 +288,11 @@ static int replay_file(const char *file, struct tally *t)
     }
     while (fgets(buf, sizeof(buf), fp)) {
         line++;
+        if (!strchr(buf, '\n') && !feof(fp)) { /* longer than any record: not a vector file */
+            printf("%s:%d: malformed record (line too long)\n", file, line);
+            status = 2;
+            break;
+        }
         parsed = parse_line(buf, &r);
         if (parsed == 0)
             continue;
@@ -281,6 +301,10 @@ static int replay_file(const char *file, struct tally *t)
             status = 2;
             break;
         }
+    }
+    if (status == 0 && ferror(fp)) {
+        printf("%s: read error\n", file);
+        status = 2;
     }
     fclose(fp);
     free(v.bitmap);
@@ -297,10 +321,14 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         struct tally t = {0, 0};
         int status = replay_file(argv[i], &t);
+        const char *why = status == 2 ? " (malformed file)" : "";
+        if (status == 0 && !t.checks) {
+            status = 2; /* nothing was compared: an empty file must not pass */
+            why = " (no checks: empty file?)";
+        }
         if (status == 0 && t.failures)
             status = 1;
-        printf("%s: %ld checks, %ld failed%s\n", argv[i], t.checks, t.failures,
-               status == 2 ? " (malformed file)" : "");
+        printf("%s: %ld checks, %ld failed%s\n", argv[i], t.checks, t.failures, why);
         if (status > worst)
             worst = status;
     }

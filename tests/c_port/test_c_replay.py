@@ -1,8 +1,11 @@
 """The C replay in examples/c_port/ ports Xen's vmap placement and the VLPT arithmetic and
-checks them against the vectors: it must pass on fresh vectors and catch a wrong one."""
+checks them against the vectors: it must pass on fresh vectors, catch a wrong one, count its
+checks as ``vaalloc vectors`` does, and never pass a file that proves nothing (issue 13, item 9:
+an empty, comment-only, malformed or mismatched file is exit status 2)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -59,12 +62,15 @@ def test_c_replay_matches_every_expected_result(built: tuple[Path, Path]) -> Non
     assert len(files) == 3
     proc = _replay(binary, *files)
     assert proc.returncode == 0, proc.stdout
-    summary = re.findall(r": (\d+) checks, (\d+) failed", proc.stdout)
+    summary = dict(re.findall(r"^(\S+): (\d+) checks, 0 failed$", proc.stdout, re.MULTILINE))
     assert len(summary) == 3
-    # alloc: 3 checks per op plus 3 at boot; vlpt: one per line (plus the loop slot check).
-    assert [int(c) for c, _ in summary[:2]] == [3 * 300 + 3] * 2
-    assert int(summary[2][0]) == 200 * 3
-    assert all(int(f) == 0 for _, f in summary)
+    # The replay counts what the manifest says each file holds (as `vaalloc vectors` prints).
+    manifest = json.loads((vectors / "manifest.json").read_text())["files"]
+    assert {Path(f).name: int(n) for f, n in summary.items()} == {
+        f.name: manifest[f.name]["checks"] for f in files
+    }
+    assert int(summary[str(vectors / "alloc-xen_vmap.txt")]) == 3 + 3 * 300
+    assert int(summary[str(vectors / "vlpt.txt")]) == 2 * 200
 
 
 @pytest.mark.parametrize(
@@ -95,10 +101,40 @@ def test_c_replay_reports_a_wrong_expectation(
     assert f"{broken}:{target + 1}:" in proc.stdout
 
 
-def test_c_replay_refuses_a_malformed_file(built: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("alloc 1 1 0x10007000 6 32768\n", "malformed record"),  # an op before the allocator
+        ("allocator xen_vmap 0x1000 0x2000 0 1 1 1\n", "malformed record"),  # granule 0
+        ("allocator xen_vmap 0x2000 0x1000 0x1000 1 1 1\n", "malformed record"),  # end < start
+        ("third 64 2 1 -0x1000 0x8000000\n", "malformed record"),  # a negative number
+        ("third 64 2 1 0x99999999999999999999 -\n", "malformed record"),  # overflows 64 bits
+        ("third 64 2 1 0x80000000 0x8000000 " + "1 " * 300 + "\n", "line too long"),
+        ("second 126 64 2 1 0x80000000 0xfe40000\n", "loop slot 126, but vaalloc_xen.h"),
+        ("", "no checks"),  # an empty file proves nothing
+        ("# only a comment\n\n", "no checks"),
+    ],
+)
+def test_c_replay_refuses_what_proves_nothing(
+    built: tuple[Path, Path], tmp_path: Path, text: str, says: str
+) -> None:
     _, binary = built
     bad = tmp_path / "bad.txt"
-    bad.write_text("alloc 1 1 0x10007000 6 32768\n")  # an op before any allocator record
+    bad.write_text(text)
     proc = _replay(binary, bad)
+    assert proc.returncode == 2, proc.stdout
+    assert says in proc.stdout
+
+
+def test_c_replay_of_dev_null_fails(built: tuple[Path, Path]) -> None:
+    _, binary = built
+    proc = _replay(binary, Path("/dev/null"))
     assert proc.returncode == 2
-    assert "malformed" in proc.stdout
+    assert proc.stdout == "/dev/null: 0 checks, 0 failed (no checks: empty file?)\n"
+
+
+def test_one_bad_file_among_good_ones_fails_the_run(built: tuple[Path, Path]) -> None:
+    vectors, binary = built
+    proc = _replay(binary, vectors / "vlpt.txt", Path("/dev/null"))
+    assert proc.returncode == 2
+    assert f"{vectors / 'vlpt.txt'}: 400 checks, 0 failed" in proc.stdout

@@ -1,4 +1,4 @@
-"""Descriptors: every 64-bit value survives decode/encode; fields sit where DESIGN.md says."""
+"""Descriptors: every 64-bit value survives decode/encode; fields sit where docs/design.md says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Formats: geometry and register values from DESIGN.md's LPAE facts and Xen's tables."""
+"""Formats: geometry and register values from docs/design.md's hardware facts and Xen's tables."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_armv7_formats() -> None:
     assert (low.vtcr & 0xFF, low.root_pages) == (0x00, 4)
 
 
-# pa bits, T0SZ, root order (log2 concatenated pages), SL0: DESIGN.md's table from Xen.
+# pa bits, T0SZ, root order (log2 concatenated pages), SL0: docs/design.md's table, from Xen.
 XEN_ROWS = [
     (32, 32, 0, 1),
     (36, 28, 0, 1),

@@ -1,4 +1,4 @@
-"""DESIGN.md's promise, checked against QEMU's Cortex-A15 (through unicorn): dump the model's
+"""docs/design.md's promise, checked against QEMU's Cortex-A15 (through unicorn): dump the model's
 memory into the emulator, point HTTBR at ``xen.httbr(cpu)``, and the VLPT addresses translate
 where the model says, to the p2m entries themselves."""
 

@@ -1,4 +1,5 @@
-"""The comparison machinery: workload, cost weights, sweep, crossovers and charts.
+"""The comparison machinery: workload, cost weights, sweep and crossovers (the command's tables
+and charts are tested in tests/test_cli_compare.py).
 
 No test asserts a cycle total that the weights alone decide: cycles are checked against the
 weighted sum of the raw counts, and strategies are compared on counts.
@@ -7,16 +8,11 @@ weighted sum of the raw counts, and strategies are compared on counts.
 from __future__ import annotations
 
 import math
-import struct
-import xml.etree.ElementTree as ET
-import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaalloc.cli.chart import Chart, encode_png, render_png, render_svg, sweep_charts
-from vaalloc.cli.compare import format_sweep, format_table
 from vaalloc.errors import RangeError
 from vaalloc.studies.compare import (
     DEFAULT_WEIGHTS,
@@ -194,7 +190,6 @@ def test_crossover_found_between_the_rates_where_order_flips() -> None:
     (c,) = crossovers(pts)
     assert (c.below, c.above, c.rate_lo, c.rate_hi) == ("a", "b", 100, 1000)
     assert 100 < c.rate < 1000
-    assert "a cheaper below" in format_sweep(pts)
 
 
 def test_no_crossover_across_sub_architectures_or_unsupported_points() -> None:
@@ -204,75 +199,6 @@ def test_no_crossover_across_sub_architectures_or_unsupported_points() -> None:
     ]
     assert crossovers(pts) == []
     assert winner(pts[0].results).strategy == "walk"  # type: ignore[union-attr]
-
-
-def test_table_shows_counts_and_refusals() -> None:
-    text = format_table([fake("a", 100), fake("b", 50, refused=2)])
-    assert "window too small: 2 refused" in text
-    assert text.splitlines()[1].startswith("a ")
-
-
-# --- charts ---------------------------------------------------------------------------------
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    out, pos = [], 8
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        (crc,) = struct.unpack(">I", data[pos + 8 + n : pos + 12 + n])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        out.append((kind, body))
-        pos += 12 + n
-    return out
-
-
-CHART = Chart(
-    "cycles per write fault",
-    "switches/s",
-    "cycles",
-    {"partitioned": ((10, 500), (100, 510), (1000, 505)), "switched": ((10, 500), (1000, 900))},
-)
-
-
-def test_png_is_well_formed_and_draws_the_lines() -> None:
-    chunks = _png_chunks(render_png(CHART))
-    assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
-    w, h, depth, colour = struct.unpack(">IIBB", chunks[0][1][:10])
-    assert (depth, colour) == (8, 2)
-    raw = zlib.decompress(chunks[1][1])
-    assert len(raw) == h * (1 + 3 * w)
-    rows = [raw[y * (1 + 3 * w) + 1 : (y + 1) * (1 + 3 * w)] for y in range(h)]
-    pixels = {bytes(row[i : i + 3]) for row in rows for i in range(0, len(row), 3)}
-    assert bytes((31, 119, 180)) in pixels and bytes((214, 39, 40)) in pixels
-
-
-def test_encode_png_checks_its_input() -> None:
-    with pytest.raises(RangeError):
-        encode_png(2, 2, b"\x00" * 11)
-
-
-def test_svg_parses_with_one_polyline_per_series() -> None:
-    root = ET.fromstring(render_svg(CHART))
-    polylines = root.findall("{http://www.w3.org/2000/svg}polyline")
-    assert len(polylines) == len(CHART.series)
-    assert len(polylines[0].attrib["points"].split()) == 3
-
-
-def test_chart_without_points_is_refused() -> None:
-    with pytest.raises(RangeError):
-        render_svg(Chart("t", "x", "y", {"a": ((10, math.inf),)}))
-
-
-def test_sweep_charts_one_per_series() -> None:
-    pts = [
-        SweepPoint(r, ld, None, (fake("a", 100 * r), fake("b", 300, refused=int(r > 10))))
-        for ld in (1, 2)
-        for r in (10, 100)
-    ]
-    charts = sweep_charts(pts)
-    assert sorted(charts) == [(1, None), (2, None)]
-    assert charts[(1, None)].series["a"] == ((10, 1000.0), (100, 10000.0))
-    assert charts[(1, None)].series["b"] == ((10, 300.0),)  # unsupported point left out
 
 
 @pytest.mark.parametrize("strategy", ["switched", "switched-va", "walk", "walk64", "partitioned"])

@@ -331,7 +331,7 @@ def test_vmap_places_like_xen_and_maps_real_frames(xen: Xen) -> None:
     pa = xen.mem.alloc_frames(2)
     xen.mem.write64(pa + 4096 + 16, 0xABCD)
     va = xen.vmap([pa >> 12, (pa >> 12) + 1])
-    assert va == 0x1000_7000  # DESIGN.md: the first vm_alloc of Xen's vmap region
+    assert va == 0x1000_7000  # docs/design.md: the first vm_alloc of Xen's vmap region
     assert xen.read_va(1, va + 4096 + 16) == 0xABCD
     v2 = xen.vmalloc(3 * 4096)
     assert v2 == va + 3 * 4096  # two pages plus one guard page
