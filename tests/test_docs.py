@@ -123,9 +123,6 @@ def test_the_design_s_conformance_block_is_the_surface(tmp_path: Path) -> None:
 
 
 # --- the design document is where every reference points -------------------------------------
-# The guest-access rewrite replaces these two files' comments; until it lands they still name the
-# old file.  Any *other* file naming it fails this test.
-PENDING = {"vaalloc/xen/layout.py", "vaalloc/lpae/descriptor.py"}
 
 
 def test_every_reference_to_a_design_document_is_docs_design_md() -> None:
@@ -140,7 +137,7 @@ def test_every_reference_to_a_design_document_is_docs_design_md() -> None:
         for line in path.read_text(errors="replace").splitlines():
             if re.search(r"(?<!docs/)(?<![\w/])DESIGN\.md", line):
                 stale.add(name)
-    assert stale <= PENDING, sorted(stale - PENDING)
+    assert not stale, sorted(stale)
     assert (DOCS / "design.md").exists()
     assert "docs/design.md" in vaalloc.__doc__  # type: ignore[operator]
 

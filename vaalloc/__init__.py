@@ -6,8 +6,8 @@ The package is layered; each layer imports only those below it (bottom first):
 * :mod:`vaalloc.alloc` -- the generic bitmap-backed range allocator.
 * :mod:`vaalloc.lpae` -- descriptors, page tables, walks, MMU and TLB.
 * :mod:`vaalloc.xen` -- the Xen-on-ARM32 model: vmap, p2m, VLPT, log-dirty.
-* :mod:`vaalloc.vectors`, :mod:`vaalloc.testing`, :mod:`vaalloc.studies` -- golden vectors, the
-  fuzzing kit, the studies on the Xen model.
+* :mod:`vaalloc.vectors`, :mod:`vaalloc.testing`, :mod:`vaalloc.studies`, :mod:`vaalloc.replay`
+  -- golden vectors, the fuzzing kit, the studies on the Xen model, real traces replayed.
 * :mod:`vaalloc.cli` -- the ``vaalloc`` command.
 
 The names re-exported here belong to the conformance surface described in docs/design.md.

@@ -8,7 +8,7 @@ Two views of the same 64-bit word:
 * :class:`S1Attrs` / :class:`S2Attrs` are the attribute templates ``PageTable.map`` takes: the
   fields of a leaf (block or page) other than the output address and the type bits.
 
-Layout (4KB granule; DESIGN.md "LPAE facts")::
+Layout (4KB granule; docs/design.md, "LPAE facts")::
 
     stage 1: 0 valid | 1 table/page | 4:2 AttrIndx | 5 NS | 7:6 AP[2:1] | 9:8 SH | 10 AF | 11 nG
              47:12 address | 51:48 (res0/ignored) | 52 Contiguous | 53 PXN | 54 XN (UXN)
@@ -54,7 +54,7 @@ __all__ = [
     "is_table",
 ]
 
-# The bit names of a descriptor, the one place they are defined (DESIGN.md "LPAE facts").
+# The bit names of a descriptor, the one place they are defined (docs/design.md, "LPAE facts").
 VALID = 1 << 0
 TABLE = 1 << 1  # "table" at levels 0-2, "page" at level 3
 TYPE_MASK = 0b11  # bits 1:0 decide what a descriptor is

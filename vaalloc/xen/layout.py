@@ -1,6 +1,6 @@
 """Every constant of the Xen-on-ARM32 model, in one place.
 
-The memory map is the one DESIGN.md fixes for the model: Xen's image at 2M-10M and
+The memory map is the one docs/design.md fixes for the model: Xen's image at 2M-10M and
 the fixmap at 10M-12M (the layout of later Xen trees' ``config.h``), and the rest as in
 Xen 4.3/4.4 (``xen/include/asm-arm/config.h`` and ``xen/arch/arm/mm.c`` at RELEASE-4.3.0),
 the tree the xen-devel VLPT thread was written against, plus the one thing vaalloc adds:
@@ -21,7 +21,7 @@ Hyp virtual address map (32-bit VA, HTTBR, three LPAE levels)::
     0x40000000 -   2G   xenheap                       (2MB blocks)
     0x80000000 -   4G   domheap, per CPU              (xen_dommap, 1024 x 2MB)
 
-Xen 4.3 itself put the image at 2M-4M and the fixmap at 4M-6M; DESIGN.md's contract
+Xen 4.3 itself put the image at 2M-4M and the fixmap at 4M-6M; the design's contract
 wins here, and nothing in the VLPT design depends on what lies below 12MB.
 """
 
@@ -50,7 +50,7 @@ HYP_VA_END: Final = 1 << HYP_VA_BITS
 MB: Final = 1 << 20
 GB: Final = 1 << 30
 
-# --- The hyp virtual address map (DESIGN.md; Xen 4.3 above 12MB) ---------------------------
+# --- The hyp virtual address map (docs/design.md; Xen 4.3 above 12MB) ---------------------
 XEN_VIRT_START: Final = 0x0020_0000
 XEN_VIRT_END: Final = 0x00A0_0000
 FIXMAP_VIRT_START: Final = 0x00A0_0000
