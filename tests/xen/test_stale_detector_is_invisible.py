@@ -1,8 +1,8 @@
-"""The Xen model's lean guest-access path behaves exactly like ``MMU.guest_pa``.
+"""The stale detector watches the guest-access path without changing it.
 
 Two systems run the same random guest accesses in lockstep: one with the stale detector on
-(accesses go through ``MMU.guest_pa``), one with it off (``vaalloc.xen.fastpath``). Results,
-errors, TLB contents, MMU counters and the ledger must agree after every step.
+(every TLB hit re-walked and compared), one with it off. Results, errors, TLB contents, MMU
+counters and the ledger must agree after every step.
 """
 
 from __future__ import annotations
