@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from vaalloc.errors import RangeError
-from vaalloc.lpae.fastwalk import LeafFn, leaf_fn, success_path_lines
+from vaalloc.lpae.fastwalk import LeafFn, leaf_fn, root_frame_ok, success_path_lines
 from vaalloc.lpae.geometry import Format
 from vaalloc.lpae.memory import PhysicalMemory
 from vaalloc.lpae.tlb import BLOCK_SHIFT, HYP, S2, TLB, TLBEntry, bucket_id
@@ -118,7 +118,8 @@ def build_lookup(
     source is compiled once per format and variant and cached; binding it to a regime (a
     context switch) costs two closures."""
     geo = regime.geo
-    variant = (geo, regime.kind, tlb.capacity > 0, tlb.lru, check_hit is not None)
+    aligned = root_frame_ok(geo, regime.root)
+    variant = (geo, regime.kind, tlb.capacity > 0, tlb.lru, check_hit is not None, aligned)
     factory = _FACTORIES.get(variant)
     if factory is None:
         factory = _FACTORIES[variant] = _compile(*variant)
@@ -138,7 +139,7 @@ def build_lookup(
     return lookup, many
 
 
-_FACTORIES: dict[tuple[Geometry, int, bool, bool, bool], Any] = {}
+_FACTORIES: dict[tuple[Geometry, int, bool, bool, bool, bool], Any] = {}
 
 
 class _Style:
@@ -173,13 +174,15 @@ def _entry_lines(
     lines = [
         indent + style.count("walk_reads", level - geo.start + 1),
         *permission_lines(geo, indent, tables=False),
+        f"{indent}base = d & {geo.addr_mask & ~low}",
     ]
-    if stage2:
-        lines.append(f"{indent}m |= m << 3")  # one privilege level: both halves alike
-    lines.append(f"{indent}base = d & {geo.addr_mask & ~low}")
     if cache:
         k = geo.leaf_shifts.index(shift)
-        lines.append(f"{indent}fill(bid{k}, va >> {shift}, E(base, {low}, m, {level}, d, {shift}))")
+        # Stage 2 has one privilege level: the entry's unprivileged half is the same mask.
+        perm = "m | m << 3" if stage2 else "m"
+        lines.append(
+            f"{indent}fill(bid{k}, va >> {shift}, E(base, {low}, {perm}, {level}, d, {shift}))"
+        )
     return [
         *lines,
         f"{indent}if m & a:",
@@ -222,20 +225,25 @@ def _probe_lines(geo: Geometry, indent: str, lru: bool, stale: bool, style: _Sty
     return lines
 
 
-def _walk_lines(geo: Geometry, indent: str, cache: bool, stage2: bool, style: _Style) -> list[str]:
+def _walk_lines(
+    geo: Geometry, indent: str, cache: bool, stage2: bool, aligned: bool, style: _Style
+) -> list[str]:
     """Source of the unrolled walk's success path from the root entry of ``va``; falls through
-    (or raises KeyError, for an unpopulated frame) on anything the careful walk must report."""
+    (or raises KeyError, for an unpopulated frame) on anything the careful walk must report.
+    ``aligned``: the root is aligned to its size, its entry read from frame ``r0`` directly."""
 
     def done(level: int, ind: str) -> list[str]:
         return _entry_lines(geo, level, ind, cache, stage2, style)
 
+    if aligned:
+        return success_path_lines(geo, indent, done, root_frame=True)
     return [
         f"{indent}slot = root + (((va >> {geo.shifts[geo.start]}) & {geo.root_mask}) << 3)",
         *success_path_lines(geo, indent, done),
     ]
 
 
-def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> str:
+def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool, aligned: bool) -> str:
     stage2 = kind == S2
     ipa = "va" if stage2 else "None"
     fault = f"FaultError(Fault({{kind}}, {{level}}, va, stage={geo.fmt.stage}, ipa={ipa}, "
@@ -246,6 +254,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
     one, many = _Style(batch=False), _Style(batch=True)
     lines = [
         "def factory(counters, fill, refresh, frames, root, bids, buckets, leaf, check_hit):",
+        "    r0 = root >> 12",
         f"    {names}, = bids",
         f"    {buckets}, = buckets",
         "    get0 = bucket0.get",
@@ -258,7 +267,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
         f"        if va >= {geo.ia_limit}:",
         "            raise " + fault.format(kind="'translation'", level=geo.out_of_range_level),
         "        try:",
-        *_walk_lines(geo, "            ", cache, stage2, one),
+        *_walk_lines(geo, "            ", cache, stage2, aligned, one),
         "        except KeyError:",
         "            pass",
         # The careful walk: reports the exact fault, folds table attributes in.
@@ -308,7 +317,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> st
         f"                if va.__class__ is int and 0 <= va < {geo.ia_limit}:",
         "                    misses += 1",
         "                    try:",
-        *_walk_lines(geo, "                        ", cache, stage2, many),
+        *_walk_lines(geo, "                        ", cache, stage2, aligned, many),
         "                    except KeyError:",
         "                        pass",
         "                    misses -= 1  # miss() below counts this access itself",
@@ -337,9 +346,10 @@ def _bad_address(fmt: Format, kind: int) -> Callable[[object], RangeError]:
     return bad
 
 
-def _compile(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> Any:
+def _compile(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool, aligned: bool) -> Any:
     namespace: dict[str, Any] = {
         "LUT": geo.lut,
+        "PERMS": geo.leaf_perms,
         "SHIFTS": geo.shifts,
         "SIZES": geo.leaf_shifts,
         "Fault": Fault,
@@ -349,7 +359,10 @@ def _compile(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool) -> A
         "permissions": geo.permissions,
         "bad_address": _bad_address(geo.fmt, kind),
     }
-    source = _source(geo, kind, cache, lru, stale)
-    name = f"<lpae-lookup {geo.fmt.name} kind={kind} cache={cache} lru={lru} stale={stale}>"
+    source = _source(geo, kind, cache, lru, stale, aligned)
+    name = (
+        f"<lpae-lookup {geo.fmt.name} kind={kind} cache={cache} lru={lru} stale={stale} "
+        f"aligned={aligned}>"
+    )
     exec(compile(source, name, "exec"), namespace)
     return namespace["factory"]

@@ -165,6 +165,7 @@ class Geometry:
         "fmt",
         "ia_limit",
         "ia_reg_limit",
+        "leaf_perms",
         "leaf_shifts",
         "lut",
         "oa_excess",
@@ -197,6 +198,10 @@ class Geometry:
         namespace: dict[str, object] = {"LUT": self.lut}
         exec(compile(source + "\n    return m\n", f"<permissions {fmt.name}>", "exec"), namespace)
         self.permissions: Callable[[int, int], int] = namespace["permissions"]  # type: ignore[assignment]
+        #: The masks of leaves reached without table restrictions, keyed by the leaf's raw
+        #: permission bits (``d & LEAF_PERM_BITS``): the same rule, precomputed, so that the
+        #: generated walkers decide with one AND and one dict probe.
+        self.leaf_perms = {bits: self.permissions(bits, 0) for bits in _bit_subsets(self)}
 
 
 _GEOMETRIES: dict[Format, Geometry] = {}
@@ -250,6 +255,15 @@ def _permission_lut(fmt: Format) -> tuple[int, ...]:
     return tuple(table)
 
 
+#: The leaf bits the permissions depend on: AP[2:1] (S2AP at stage 2), PXN, XN.
+LEAF_PERM_BITS = (3 << 6) | (1 << 53) | (1 << 54)
+
+
+def _bit_subsets(geo: Geometry) -> list[int]:
+    bits = [1 << b for b in range(64) if LEAF_PERM_BITS >> b & 1]
+    return [sum(b for i, b in enumerate(bits) if n >> i & 1) for n in range(1 << len(bits))]
+
+
 def permission_lines(geo: Geometry, indent: str, *, tables: bool = True) -> list[str]:
     """Python source that sets ``m`` to the permission mask (privileged R/W/X in bits 2:0,
     unprivileged in 5:3) of the leaf descriptor ``d`` reached through table descriptors whose
@@ -260,7 +274,11 @@ def permission_lines(geo: Geometry, indent: str, *, tables: bool = True) -> list
     The leaf bits fold into an index of ``geo.lut`` (:func:`_permission_lut`): AP[2:1] in bits
     1:0, XN in bit 2 and, at stage 1, PXN in bit 3.  At stage 1 the tables restrict below
     them: APTable[1] forces read-only, APTable[0] forbids unprivileged access, XNTable and
-    PXNTable force XN and PXN.  Stage-2 table descriptors carry no attributes."""
+    PXNTable force XN and PXN.  Stage-2 table descriptors carry no attributes.  Without tables
+    the answer is one probe of ``geo.leaf_perms`` (bound as ``PERMS``), computed from this
+    rule."""
+    if not tables:
+        return [f"{indent}m = PERMS[d & {LEAF_PERM_BITS}]"]
     if not geo.stage1:
         return [f"{indent}m = LUT[((d >> 6) & 3) | ((d >> 52) & 4)]"]
     lines = [
