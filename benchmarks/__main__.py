@@ -1,4 +1,4 @@
-"""Run vaalloc's benchmarks: ``python3 -m benchmarks [alloc|lpae|xen ...]``.
+"""Run vaalloc's benchmarks: ``python3 -m benchmarks [alloc|lpae|xen ...] [--OPTION ...]``.
 
 Each ``bench_<name>.py`` beside this file is a plain script that prints its own table of medians
 (with the ratios it is judged by, measured side by side in the same run).  With no argument every
@@ -16,13 +16,16 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str]) -> int:
     available = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
-    wanted = argv or available
+    # Names pick benchmarks; options (``--quick``, ``--runs 3``) go to each one's own parser.
+    options = argv[next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv)) :]
+    wanted = argv[: len(argv) - len(options)] or available
     unknown = [w for w in wanted if w not in available]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {available}", file=sys.stderr)
         return 2
     for name in wanted:
         print(f"\n=== benchmarks/bench_{name}.py ===", flush=True)
+        sys.argv = [str(HERE / f"bench_{name}.py"), *options]
         runpy.run_path(str(HERE / f"bench_{name}.py"), run_name="__main__")
     return 0
 

@@ -38,7 +38,7 @@ disables caching (every access walks), which is how a benchmark measures the mis
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final
 
@@ -143,7 +143,9 @@ class TLBEntry:
         self.s2perm = s2perm
         self.s2level = s2level
         self.ipa_base = ipa_base
-        self.stamp = 0  # the TLB's bookkeeping (LRU refreshes), not part of the translation
+        self.stamp = (
+            0  # the TLB's bookkeeping (its place in the replacement order), not the translation
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TLBEntry):
@@ -172,22 +174,17 @@ class TLB:
 
     ==============================  ===================================================
     lookup (per probed block size)  O(1): one dict probe, nothing written on a FIFO hit
-    insert, with its eviction       O(1) amortised
-    LRU refresh of a hit            O(1) amortised
-    invalidate by VMID (TLBIALL)    O(buckets of the VMID): each emptied in place
+    fill, with its eviction         O(1)
+    LRU refresh of a hit            O(1)
+    invalidate by VMID (TLBIALL)    O(entries of the VMID): its buckets emptied in place
     invalidate by address           O(buckets of the kind)
     everything else                 O(entries)
     ==============================  ===================================================
 
-    **Replacement order** is a queue of ``(stamp, bucket id, block, entry)``, youngest on the
-    right.  Invalidation never searches it: it empties buckets, and a queued item whose entry
-    is no longer the one filed at ``(bucket id, block)`` (or, under LRU, whose stamp is not the
-    entry's latest) is *dead*, skipped when it reaches the left end.  An eviction pops from the
-    left until it finds a live item.  Dead items are bounded: when the queue grows past twice
-    the capacity plus a margin it is rebuilt from the live ones (O(capacity), so amortised O(1)
-    per insert).  An LRU hit appends a fresh item with a new stamp and leaves the old one to
-    die.  This is what makes a hit free and TLBIALL cheap, the two operations the log-dirty
-    fault path runs on every fault.
+    **Replacement order** is an ordered dict from each entry's *stamp* (a fill counter, a small
+    int) to where the entry is filed, oldest first: a fill appends, an eviction pops the oldest,
+    an LRU hit moves the entry's stamp to the young end, and an invalidation deletes the stamps
+    of the entries it drops.  No search, and nothing to clean up later.
 
     Raises RangeError for a negative capacity or an unknown replacement rule.
     """
@@ -202,20 +199,19 @@ class TLB:
         self.lru = replacement == "lru"
         self.evictions = 0
         self._buckets: dict[int, Bucket] = {}  # bucket id -> bucket, kept for the TLB's life
-        self._live = 0  # entries in the buckets
-        self._queue: deque[tuple[int, int, int, TLBEntry]] = deque()
-        self._stamp = 0  # LRU: the stamp of the latest refresh
-        self._compact_at = 2 * capacity + 64
-        # Bucket ids by VMID, so that invalidation by VMID costs O(buckets of that VMID):
+        self._order: OrderedDict[int, tuple[int, int]] = OrderedDict()  # stamp -> (bid, block)
+        self._stamp = 0
+        # Bucket ids by VMID, so that invalidation by VMID costs O(entries with that VMID):
         # the log-dirty handler invalidates a whole VMID on every fault.
         self._by_vmid: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return self._live
+        return len(self._order)
 
     def __repr__(self) -> str:
         return (
-            f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, entries={self._live})"
+            f"TLB(capacity={self.capacity}, replacement={self.replacement!r}, "
+            f"entries={len(self._order)})"
         )
 
     # -- buckets ------------------------------------------------------------------------------
@@ -223,7 +219,7 @@ class TLB:
     def bucket(self, bid: int) -> Bucket:
         """The bucket ``bid`` (see :func:`bucket_id`), made empty on first use.  The same dict
         for the TLB's whole life: a lookup may bind its ``get`` once.  Read it, never write it
-        (use :meth:`insert` and the invalidations, which keep the count and the order)."""
+        (use :meth:`fill` and the invalidations, which keep the replacement order)."""
         bucket = self._buckets.get(bid)
         if bucket is None:
             bucket = self._buckets[bid] = {}
@@ -236,17 +232,12 @@ class TLB:
         bucket = self._buckets.get(key & _BUCKET_MASK)
         return None if bucket is None else bucket.get(key >> BLOCK_SHIFT)
 
-    def _is_live(self, item: tuple[int, int, int, TLBEntry]) -> bool:
-        stamp, bid, block, entry = item
-        return self._buckets[bid].get(block) is entry and entry.stamp == stamp
-
     @property
     def entries(self) -> dict[int, TLBEntry]:
         """Every entry by key, next victim first: a snapshot for tests and tools.  O(n)."""
+        buckets = self._buckets
         return {
-            block << BLOCK_SHIFT | bid: entry
-            for stamp, bid, block, entry in self._queue
-            if self._is_live((stamp, bid, block, entry))
+            block << BLOCK_SHIFT | bid: buckets[bid][block] for bid, block in self._order.values()
         }
 
     def keys(self) -> Iterator[int]:
@@ -262,89 +253,80 @@ class TLB:
     def fill(self, bid: int, block: int, entry: TLBEntry) -> None:
         """Cache ``entry`` for block number ``block`` in bucket ``bid``, evicting the oldest
         (FIFO) or least recently used (LRU) entry first if full; an entry already filed there
-        is replaced and the new one is the youngest.  O(1) amortised."""
+        is replaced and the new one is the youngest.  O(1)."""
         if not self.capacity:
             return
         bucket = self._buckets.get(bid)
         if bucket is None:
             bucket = self.bucket(bid)
-        if block in bucket:
-            self._live -= 1  # replaced: its queue item dies
-        elif self._live >= self.capacity:
-            self.evict()
+        order = self._order
+        old = bucket.get(block)
+        if old is not None:
+            del order[old.stamp]
+        elif len(order) >= self.capacity:
+            stamp, (victim_bid, victim_block) = order.popitem(False)
+            del self._buckets[victim_bid][victim_block]
+            self.evictions += 1
+        self._stamp = stamp = self._stamp + 1
+        entry.stamp = stamp
         bucket[block] = entry
-        self._live += 1
-        queue = self._queue
-        queue.append((entry.stamp, bid, block, entry))
-        if len(queue) > self._compact_at:
-            self._compact()
+        order[stamp] = (bid, block)
 
     def touch(self, key: int) -> None:
-        """Note a hit on ``key`` for LRU replacement (FIFO ignores hits).  O(1) amortised."""
+        """Note a hit on ``key`` for LRU replacement (FIFO ignores hits).  O(1)."""
         entry = self.lookup(key)
         if entry is not None:
             self.refresh(key & _BUCKET_MASK, key >> BLOCK_SHIFT, entry)
 
     def refresh(self, bid: int, block: int, entry: TLBEntry) -> None:
         """Note a hit on ``entry`` (filed at ``bid``, ``block``) for LRU replacement: it
-        becomes the youngest.  FIFO ignores hits.  O(1) amortised."""
+        becomes the youngest.  FIFO ignores hits.  O(1)."""
         if self.lru:
-            self._stamp += 1
-            entry.stamp = self._stamp
-            self._queue.append((self._stamp, bid, block, entry))
-            if len(self._queue) > self._compact_at:
-                self._compact()
+            self._order.move_to_end(entry.stamp)
 
     def evict(self) -> None:
-        """Drop the next victim (oldest / least recently used entry).  O(1) amortised."""
-        queue = self._queue
-        buckets = self._buckets
-        while True:
-            stamp, bid, block, entry = queue.popleft()
-            bucket = buckets[bid]
-            if bucket.get(block) is entry and entry.stamp == stamp:
-                del bucket[block]
-                self._live -= 1
-                self.evictions += 1
-                return
-
-    def _compact(self) -> None:
-        """Drop the dead items of the replacement queue, keeping the live ones in order."""
-        self._queue = deque(item for item in self._queue if self._is_live(item))
+        """Drop the next victim (oldest / least recently used entry).  O(1)."""
+        _, (bid, block) = self._order.popitem(False)
+        del self._buckets[bid][block]
+        self.evictions += 1
 
     # -- invalidation -----------------------------------------------------------------------
 
     def _empty(self, bucket: Bucket) -> int:
+        order = self._order
+        for entry in bucket.values():
+            del order[entry.stamp]
         n = len(bucket)
         bucket.clear()
-        self._live -= n
         return n
 
     def invalidate_all(self) -> int:
         """Drop every entry; return how many."""
-        n = self._live
+        n = len(self._order)
         for bucket in self._buckets.values():
             bucket.clear()
-        self._live = 0
-        self._queue.clear()
+        self._order.clear()
         return n
 
     def invalidate_hyp(self, va: int | None = None) -> int:
-        """Drop hyp entries (covering ``va`` if given, any size).  O(hyp buckets)."""
+        """Drop hyp entries (covering ``va`` if given, any size).  O(hyp buckets), plus the
+        entries dropped."""
         removed = 0
         for bid, bucket in self._buckets.items():
             if bid & 3 != HYP or not bucket:
                 continue
             if va is None:
                 removed += self._empty(bucket)
-            elif bucket.pop(va >> ((bid >> _SIZE_SHIFT) & 63), None) is not None:
-                self._live -= 1
+                continue
+            entry = bucket.pop(va >> ((bid >> _SIZE_SHIFT) & 63), None)
+            if entry is not None:
+                del self._order[entry.stamp]
                 removed += 1
         return removed
 
     def invalidate_vmid(self, vmid: int) -> int:
         """Drop every guest entry of ``vmid``, combined and stage-2-only (TLBIALL from hyp):
-        its buckets emptied in place, O(buckets of the VMID)."""
+        its buckets emptied in place, O(entries of the VMID)."""
         removed = 0
         buckets = self._buckets
         for bid in self._by_vmid.get(vmid, ()):
@@ -364,7 +346,7 @@ class TLB:
         keep_global: bool = False,
     ) -> int:
         """Drop guest entries matching every given criterion.  O(buckets of the VMID) when
-        ``vmid`` is given, O(guest buckets) otherwise.
+        ``vmid`` is given, O(guest buckets) otherwise, plus the entries dropped.
 
         ``vmid`` None = all VMIDs; ``asid`` given = non-global entries of that ASID plus, unless
         ``keep_global``, global ones (TLBIMVA semantics); ``va`` = entries whose block covers
@@ -390,7 +372,9 @@ class TLB:
                 continue
             if va is None:
                 removed += self._empty(bucket)
-            elif bucket.pop(va >> shift, None) is not None:
-                self._live -= 1
+                continue
+            entry = bucket.pop(va >> shift, None)
+            if entry is not None:
+                del self._order[entry.stamp]
                 removed += 1
         return removed

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -224,7 +224,7 @@ def _touch_xen(xen: Xen, cpu: int, pages: int) -> None:
 
 
 def _charge(
-    counts: Counter[str], into: Counter[str], action: Callable[..., None], *args: object
+    counts: Mapping[str, int], into: Counter[str], action: Callable[..., None], *args: object
 ) -> None:
     """Run ``action(*args)`` and add the ledger's growth during it to ``into``."""
     before = dict(counts)
