@@ -25,6 +25,7 @@ the others act on this MMU only.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
@@ -161,7 +162,7 @@ class MMU:
         self.hits = 0
         self.misses = 0
         self.walk_reads = 0
-        self._counts: dict[str, int] = {}
+        self._counts: defaultdict[str, int] = defaultdict(int)
 
     def __repr__(self) -> str:
         return f"MMU(tlb={self.tlb!r}, hits={self.hits}, misses={self.misses})"
@@ -706,16 +707,18 @@ class MMU:
                 raise RangeError(f"{self!r}.tlbi({op!r}): needs an ASID")
         if vmid is not None and (vmid.__class__ is not int or not 0 <= vmid < 1 << 16):
             _check_tag(vmid, "tlbi", "vmid")  # raises, naming the value
+        if not inner_shareable and vmid is not None:  # the fault path's TLBIALL: no loop
+            self._counts[op] += 1
+            return action(self.tlb, addr, asid, vmid)
         targets = self.domain if inner_shareable else [self]
         if needs_vmid and vmid is None:
             for mmu in targets:
                 if mmu.vmid is None:
                     raise RangeError(f"{mmu!r}: {op} needs a VMID (set_stage2 or vmid=)")
+        self._counts[op] += 1
         removed = 0
         for mmu in targets:
             removed += action(mmu.tlb, addr, asid, mmu.vmid if vmid is None else vmid)
-        counts = self._counts
-        counts[op] = counts.get(op, 0) + 1
         return removed
 
 

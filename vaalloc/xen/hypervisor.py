@@ -82,45 +82,44 @@ class Hypervisor:
         """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
         return self.pagetables.pgtable[cpu]
 
-    def hyp_pa(self, cpu: int, va: int, access: int) -> int:
-        """The PA of hyp VA ``va`` on ``cpu`` for ``access`` (1 read, 2 write), through that
-        CPU's TLB and walker: the hot path of Xen's own accesses (the fault handler's VLPT
-        reads). Trusts its arguments (an int, 8-aligned VA below 4GB; the public calls that
-        lead here checked them once). Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``.
-        Raises FaultError when ``va`` does not translate for ``access``."""
-        mmu = self.mmus[cpu]
-        misses, reads = mmu.misses, mmu.walk_reads
-        lookup = mmu.hyp_lookup
-        assert lookup is not None  # set at boot
-        pa = lookup(va, access)
-        if mmu.misses != misses:
-            counts = self.ledger.counts
-            counts["hyp_tlb_misses"] += mmu.misses - misses
-            counts["hyp_walk_reads"] += mmu.walk_reads - reads
-        if pa < 0:
-            mmu.hyp_pa(va, "write" if access == 2 else "read")  # raises the permission fault
-        return pa
+    # The fault handler's VLPT accesses come here, three per fault: each is the CPU's hyp
+    # lookup (trusting its arguments: an int, 8-aligned VA below 4GB; the public calls that
+    # lead here checked them once) plus the ledger's count of the misses it took.
 
     def hyp_read(self, cpu: int, va: int) -> int:
-        """Read the 64-bit word at hyp VA ``va`` on ``cpu`` (see :meth:`hyp_pa`, inlined here:
-        the fault handler reads twice per fault)."""
+        """Read the 64-bit word at hyp VA ``va`` on ``cpu``, through that CPU's TLB and walker.
+        Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``. Raises FaultError when ``va`` does not
+        translate for a read."""
         mmu = self.mmus[cpu]
         misses, reads = mmu.misses, mmu.walk_reads
         lookup = mmu.hyp_lookup
         assert lookup is not None  # set at boot
         pa = lookup(va, 1)
         if mmu.misses != misses:
-            counts = self.ledger.counts
-            counts["hyp_tlb_misses"] += mmu.misses - misses
-            counts["hyp_walk_reads"] += mmu.walk_reads - reads
+            self._count_hyp_misses(mmu, misses, reads)
         if pa < 0:
             mmu.hyp_pa(va, "read")  # raises the permission fault
         return self.mem.load64(pa)
 
     def hyp_write(self, cpu: int, va: int, value: int) -> None:
         """Write the 64-bit word ``value`` (trusted: 0 <= value < 2**64) at hyp VA ``va`` on
-        ``cpu`` (see :meth:`hyp_pa`); a permission fault for a read-only mapping."""
-        self.mem.store64(self.hyp_pa(cpu, va, 2), value)
+        ``cpu``; counts as :meth:`hyp_read`. Raises FaultError (a permission fault for a
+        read-only mapping)."""
+        mmu = self.mmus[cpu]
+        misses, reads = mmu.misses, mmu.walk_reads
+        lookup = mmu.hyp_lookup
+        assert lookup is not None  # set at boot
+        pa = lookup(va, 2)
+        if mmu.misses != misses:
+            self._count_hyp_misses(mmu, misses, reads)
+        if pa < 0:
+            mmu.hyp_pa(va, "write")  # raises the permission fault
+        self.mem.store64(pa, value)
+
+    def _count_hyp_misses(self, mmu: MMU, misses: int, reads: int) -> None:
+        counts = self.ledger.counts
+        counts["hyp_tlb_misses"] += mmu.misses - misses
+        counts["hyp_walk_reads"] += mmu.walk_reads - reads
 
     # --- TLB maintenance ---------------------------------------------------------------------
     def flush_xen_va(self, va: int) -> None:
