@@ -9,7 +9,7 @@ point a Cortex-A15's HTTBR at ``xen.httbr(cpu)`` and the reads agree with ``xen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from vaalloc.errors import (
     AlignmentError,
@@ -262,16 +262,22 @@ class Xen:
     # CPU's stage-2 lookup and takes the log-dirty fault and its one retry. guest_write,
     # guest_read and guest_write_many are that path with different boundaries.
 
-    def _enter(self, d: Domain, cpu: int, what: str) -> Domain | None:
-        """Check ``d`` and ``cpu``, run ``d`` on ``cpu``; return the domain that ran before
-        (to switch back to if the access fails). Raises RangeError."""
+    def _enter(self, d: Domain, cpu: int, ipas: Sequence[object], what: str) -> Domain | None:
+        """The boundary of every guest access: check ``d``, ``cpu`` and each of ``ipas`` (all
+        before anything changes), then run ``d`` on ``cpu`` if there is an access to make.
+        Returns the domain that ran before (to switch back to if an access fails). Raises
+        RangeError."""
         core = self.core
         if type(cpu) is not int or not 0 <= cpu < len(core.mmus):
             core.check_cpu(cpu)
         if core.domains.get(getattr(d, "domid", -1)) is not d:
             core.check_domain(d)
+        lo, hi = d.ram_base, d.ram_base + d.ram_size
+        for ipa in ipas:
+            if type(ipa) is not int or not lo <= ipa < hi:
+                raise RangeError(f"{what}: IPA {_hex(ipa)} outside {d!r}'s RAM")
         prev = core.current[cpu]
-        if prev is not d:
+        if prev is not d and ipas:
             context_switch(core, self.lookup, cpu, d)
         return prev
 
@@ -279,11 +285,6 @@ class Xen:
         """A failed access leaves the CPU running what it ran."""
         if prev is not d:
             context_switch(self.core, self.lookup, cpu, prev)
-
-    @staticmethod
-    def _check_ipa(d: Domain, ipa: object, what: str) -> None:
-        if type(ipa) is not int or not d.ram_base <= ipa < d.ram_base + d.ram_size:
-            raise RangeError(f"{what}: IPA {_hex(ipa)} outside {d!r}'s RAM")
 
     def _access(self, d: Domain, ipa: int, cpu: int, access: int) -> int:
         """Translate guest ``d``'s access at ``ipa`` (1 read, 2 write) on ``cpu``, which runs
@@ -354,8 +355,7 @@ class Xen:
         """
         if value is not None and (type(value) is not int or not 0 <= value < 1 << 64):
             raise RangeError(f"guest_write: value {value!r} is not a 64-bit unsigned integer")
-        self._check_ipa(d, ipa, "guest_write")
-        prev = self._enter(d, cpu, "guest_write")
+        prev = self._enter(d, cpu, (ipa,), "guest_write")
         try:
             pa = self._access(d, ipa, cpu, 2)
         except BaseException:
@@ -371,24 +371,23 @@ class Xen:
         memory). Every IPA is checked before any access, so a bad one changes nothing; a real
         fault (MappingError) stops the batch where it happens, as the loop would. Raises as
         :meth:`guest_write`."""
-        batch = list(ipas) if not isinstance(ipas, list) else ipas
-        lo, hi = d.ram_base, d.ram_base + d.ram_size  # d is checked by _enter, first
-        prev = self._enter(d, cpu, "guest_write_many")
+        batch = ipas if isinstance(ipas, (list, tuple)) else list(ipas)
+        prev = self._enter(d, cpu, batch, "guest_write_many")
+        access = self._access
+        out: list[int] = []
         try:
             for ipa in batch:
-                if type(ipa) is not int or not lo <= ipa < hi:
-                    self._check_ipa(d, ipa, "guest_write_many")
+                out.append(access(d, ipa, cpu, 2))
         except BaseException:
-            self._leave(d, cpu, prev)
+            if not out:  # as the first single call would: the CPU runs what it ran
+                self._leave(d, cpu, prev)
             raise
-        access = self._access
-        return [access(d, ipa, cpu, 2) for ipa in batch]
+        return out
 
     def guest_read(self, d: Domain, ipa: int, cpu: int = 0) -> int:
         """Guest ``d`` reads the 64-bit word at ``ipa`` (8-byte aligned down) on ``cpu``.
         Raises as :meth:`guest_write`."""
-        self._check_ipa(d, ipa, "guest_read")
-        prev = self._enter(d, cpu, "guest_read")
+        prev = self._enter(d, cpu, (ipa,), "guest_read")
         try:
             pa = self._access(d, ipa, cpu, 1)
         except BaseException:
