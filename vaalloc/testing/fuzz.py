@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisException, StopTest
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
@@ -150,7 +151,7 @@ def run_machine(
 
     The reproducer is what hypothesis attaches to the failure (``state = ...`` lines of the
     shrunk example) followed by the failure's own message."""
-    machine._hypothesis_internal_use_seed = seed
+    hypothesis_seed(seed)(machine)  # hypothesis' public way to seed a state machine
     try:
         run_state_machine_as_test(machine, settings=machine_settings(examples, steps))  # type: ignore[no-untyped-call, unused-ignore]
     except (AssertionError, HypothesisException, Exception) as exc:
