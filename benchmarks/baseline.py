@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+#: A benchmark row: (name, target or 0 for none, whether higher is better).
+Row = tuple[str, float, bool]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The revision today's code is compared with: main before the redesign of issues 10 and 11.
@@ -66,3 +70,53 @@ def run(module: str, function: str, args: list[Any], baseline: Path | None) -> A
     if out.returncode:
         raise SystemExit(f"{module}.{function} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(
+    module: str, function: str, args: list[Any], runs: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """``runs`` rounds of ``module.function(*args)``, today's code then the baseline's in each
+    (so a burst of load on the shared machine hits both alike): ``(now, before)``; ``before``
+    is empty, with a printed note, when the baseline cannot be had."""
+    base = materialize()
+    if base is None:
+        print("(no git checkout here: the baseline column is skipped)")
+    now: list[dict[str, float]] = []
+    before: list[dict[str, float]] = []
+    for _ in range(runs):
+        now.append(run(module, function, args, None))
+        if base is not None:
+            before.append(run(module, function, args, base))
+    return now, before
+
+
+def short(value: float) -> str:
+    """A figure in a few characters (``1.23M``, ``456k``, ``0.123``); ``-`` for NaN."""
+    if value != value:
+        return "-"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    return f"{value:.3g}"
+
+
+def report(rows: list[Row], now: list[dict[str, float]], before: list[dict[str, float]]) -> None:
+    """Print each row's median now and before, their ratio (how many times better today's code
+    is) and the verdict against the target."""
+    width = max(len(name) for name, _, _ in rows) + 2
+    head = f"{'measure':{width}} {'now':>10} {'before':>10} {'ratio':>7} {'target':>10} {'ok':>4}"
+    print(head)
+    print("-" * len(head))
+    for name, target, higher in rows:
+        value = statistics.median(r[name] for r in now)
+        old = statistics.median(r[name] for r in before) if before else float("nan")
+        ratio = (value / old if higher else old / value) if before and value else float("nan")
+        met = value >= target if higher else value <= target
+        verdict = "" if not target else ("yes" if met else "NO")
+        shown = "" if not target else (">= " if higher else "<= ") + short(target)
+        print(
+            f"{name:{width}} {short(value):>10} {short(old):>10} {ratio:>6.2f}x "
+            f"{shown:>10} {verdict:>4}"
+        )
+    print(f"\nratio: how many times better today's code is than revision {REVISION}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -130,55 +129,14 @@ def _table_ratio(mem: object) -> float:
     return float(len(storage) * per_frame + dict_bytes) / (len(storage) * 512 * 8)
 
 
-def _verdict(value: float, target: float, higher: bool) -> str:
-    if not target:
-        return ""
-    return "yes" if (value >= target if higher else value <= target) else "NO"
-
-
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks import baseline
 
     print(__doc__.split("\n\n")[0])
-    base = baseline.materialize()
-    now: list[dict[str, float]] = []
-    before: list[dict[str, float]] = []
-    for _ in range(RUNS):
-        now.append(baseline.run("bench_lpae", "measure", [], None))
-        if base is not None:
-            before.append(baseline.run("bench_lpae", "measure", [], base))
-    if base is None:
-        print("(no git checkout: the baseline column is skipped)")
-    print(
-        f"medians of {RUNS} runs, {LOOKUPS} random addresses per rate; "
-        f"before = revision {baseline.REVISION}\n"
-    )
-    head = f"{'measure':44} {'now':>13} {'before':>13} {'ratio':>7} {'target':>10} {'ok':>4}"
-    print(head)
-    print("-" * len(head))
-    for name, target, higher in ROWS:
-        value = statistics.median(r[name] for r in now)
-        old = statistics.median(r[name] for r in before) if before else float("nan")
-        ratio = value / old if before else float("nan")
-        if not higher:
-            ratio = old / value if before else float("nan")
-        shown_target = "" if not target else (">= " if higher else "<= ") + _short(target)
-        print(
-            f"{name:44} {_short(value):>13} {_short(old):>13} {ratio:>6.2f}x "
-            f"{shown_target:>10} {_verdict(value, target, higher):>4}"
-        )
-    print("\nratio: how many times better today's code is (faster, or smaller)")
-
-
-def _short(value: float) -> str:
-    if value != value:  # nan
-        return "-"
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M"
-    if value >= 1e4:
-        return f"{value / 1e3:.0f}k"
-    return f"{value:.3g}"
+    now, before = baseline.side_by_side("bench_lpae", "measure", [], RUNS)
+    print(f"medians of {RUNS} runs, {LOOKUPS} random addresses per rate\n")
+    baseline.report(ROWS, now, before)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ faults >= 50k/s one ``guest_write`` at a time on the 4GB guest, and >= 100k/s th
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,32 +112,10 @@ def main() -> None:
     args = ap.parse_args(sys.argv[1:])
     fraction = 8 if args.quick else 1
     print(__doc__.split("\n\n")[0])
-    base = baseline.materialize()
-    now: list[dict[str, float]] = []
-    before: list[dict[str, float]] = []
-    for _ in range(args.runs):
-        now.append(baseline.run("bench_xen", "measure", [fraction, args.cpus], None))
-        if base is not None:
-            before.append(baseline.run("bench_xen", "measure", [fraction, args.cpus], base))
-    if base is None:
-        print("(no git checkout: the baseline column is skipped)")
+    now, before = baseline.side_by_side("bench_xen", "measure", [fraction, args.cpus], args.runs)
     share = "all" if fraction == 1 else f"1/{fraction} of the"
-    print(
-        f"{args.cpus} CPUs, {share} pages faulted; medians of {args.runs} runs; "
-        f"before = revision {baseline.REVISION}\n"
-    )
-    head = f"{'measure':42} {'now':>11} {'before':>11} {'ratio':>7} {'target':>10} {'ok':>4}"
-    print(head)
-    print("-" * len(head))
-    for name, target, higher in ROWS:
-        value = statistics.median(r[name] for r in now)
-        old = statistics.median(r[name] for r in before) if before else float("nan")
-        ratio = (value / old if higher else old / value) if before and value else float("nan")
-        met = value >= target if higher else value <= target
-        ok = "" if not target else ("yes" if met else "NO")
-        shown = "" if not target else (">= " if higher else "<= ") + f"{target:g}"
-        print(f"{name:42} {value:>11,.3f} {old:>11,.3f} {ratio:>6.2f}x {shown:>10} {ok:>4}")
-    print("\nratio: how many times better today's code is (faster, or fewer)")
+    print(f"{args.cpus} CPUs, {share} pages faulted; medians of {args.runs} runs\n")
+    baseline.report(ROWS, now, before)
 
 
 if __name__ == "__main__":
