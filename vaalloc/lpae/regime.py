@@ -7,13 +7,16 @@ one Python function (the way :mod:`vaalloc.lpae.fastwalk` writes out a walk)::
 
     lookup(addr, access_bit) -> PA, or REFUSED (-1) when the permissions refuse the access
 
-1. *TLB probe*: the key of the smallest leaf size first (:func:`vaalloc.lpae.tlb.tlb_key`, its
-   constant part computed here, per block size), the block sizes only once a block entry was
-   ever cached; a hit counts ``hits`` and, under LRU replacement, refreshes the entry.
+1. *TLB probe*: the regime's bucket of the smallest leaf size first (a dict from block number
+   to :class:`~vaalloc.lpae.tlb.TLBEntry`, bound once: one shift and one dict probe), the
+   buckets of block sizes only while they hold something; a hit counts ``hits`` and, under LRU
+   replacement, refreshes the entry.
 2. *Miss*: count ``misses``, walk (the success path unrolled per level with the format's
    constants; anything unusual re-walks with the careful compiled walker, which reports the
-   exact fault), count the descriptors read, build the :class:`~vaalloc.lpae.tlb.TLBEntry`,
-   insert it, answer.
+   exact fault), count the descriptors read, build the entry, fill it, answer.
+
+The same template also writes :data:`LookupMany`, the batch: the probe and the unrolled walk
+inside the loop over the addresses, the counters kept in locals and added once.
 
 A translation, access-flag or address-size fault raises :class:`~vaalloc.lpae.walk.FaultError`
 (nothing cached, as on hardware); a permission refusal returns :data:`REFUSED`, so that a
