@@ -90,6 +90,7 @@ EXACT = 64
 COLOURS = 8  # buckets per exact class: usable start % 8
 _COLOUR_SHIFT = 3
 _BIG = EXACT * COLOURS - EXACT  # bucket of class k >= EXACT is k + _BIG
+_FIRST_BIG = EXACT * COLOURS  # the first bucket of a class >= EXACT
 _GROUP_SHIFT = 4  # classes per group of the head minimum: 16
 #: A free list longer than this becomes a BlockList (a list memmove stays within 8 KiB).
 PROMOTE = 1024
@@ -291,6 +292,8 @@ class ExtentIndex:
         "lo",
         "nclasses",
         "runs",
+        "slack",
+        "slack_lo",
         "top",
     )
 
@@ -314,6 +317,9 @@ class ExtentIndex:
         self.guard = 1 if guard else 0
         #: Units a guard takes from a hole starting at lo (Xen: the bitmap pages sit below).
         self.lead = 1 if guard and lead_guard else 0
+        #: The longest interior hole that holds nothing (its guards eat it), at lo / elsewhere.
+        self.slack_lo = self.guard + self.lead
+        self.slack = 2 * self.guard
         self.by_length = by_length
         ngroups = (size_class(max(max_length, EXACT)) >> _GROUP_SHIFT) + 1
         self.nclasses = ngroups << _GROUP_SHIFT
@@ -323,7 +329,7 @@ class ExtentIndex:
         self.class_head = [INF] * self.nclasses
         self.group_min = [INF] * (ngroups + 1)  # + a sentinel, so group_min[g + 1:] is never empty
         self.class_mask = 0
-        # Best fit: entry = usable length << _len_shift | (id - floor).
+        # Best fit, classes >= 64: entry = usable length << _len_shift | (id - floor).
         self._len_shift = (max(max_length, top) - floor + 2).bit_length()
         self.runs: dict[int, Tag] = {floor: (lo - floor, floor, top), top: (0, floor, top)}
         self.holes = 0
@@ -374,13 +380,15 @@ class ExtentIndex:
         length = (e if e == self.top else e - self.guard) - us
         if length <= 0:
             return
+        x = p
         if length < EXACT:
             k = length
             b = length << _COLOUR_SHIFT | us & (COLOURS - 1)
         else:
             k = size_class(length)
             b = k + _BIG
-        x = p if not self.by_length else length << self._len_shift | (p - self.floor)
+            if self.by_length:  # lengths differ inside the class: sort by length first
+                x = length << self._len_shift | (p - self.floor)
         freelists = self.freelists
         fl = freelists[b]
         list_head = self.list_head
@@ -445,11 +453,13 @@ class ExtentIndex:
         holes = self.holes - 1
         if s < u:
             holes += 1
-            self._hole(p, s, u, True)
+            if u - s > (self.slack if s != self.lo else self.slack_lo):
+                self._hole(p, s, u, True)  # not a guard remnant
         t = u + nr
         if t < e:
             holes += 1
-            self._hole(u, t, e, True)
+            if e - t > (self.slack if e != self.top else self.guard):
+                self._hole(u, t, e, True)  # not a guard remnant
         self.holes = holes
 
     def give(self, u: int) -> int:
@@ -463,10 +473,12 @@ class ExtentIndex:
         holes = self.holes + 1
         if s < u:
             holes -= 1
-            self._hole(p, s, u, False)
+            if u - s > (self.slack if s != self.lo else self.slack_lo):
+                self._hole(p, s, u, False)  # not a guard remnant
         if t < n:
             holes -= 1
-            self._hole(u, t, n, False)
+            if n - t > (self.slack if n != self.top else self.guard):
+                self._hole(u, t, n, False)  # not a guard remnant
         runs[p] = (nr_p, before, n)
         nr_n, _, after = runs[n]
         runs[n] = (nr_n, p, after)
@@ -584,7 +596,10 @@ class ExtentIndex:
                     best = near
             if best == INF:
                 return None
-            return best, self._start_in(best, align, phase)
+            nr_p, _, _ = self.runs[best]
+            s = best + nr_p
+            us = s + (self.lead if s == self.lo else self.guard)
+            return best, us + ((phase - us) & (align - 1))
         if lo_addr is not None:
             return self._scan(nr, align, phase, nocross, lo_addr, hi_addr, lowest=True)
         return self._first_fit_near(nr, align, phase, nocross, hi_addr)
@@ -712,9 +727,6 @@ class ExtentIndex:
         by_colour = lo_addr is None and hi_addr is None and not nocross and align <= COLOURS
         lo_w = self.floor if lo_addr is None else lo_addr
         hi_w = INF if hi_addr is None else hi_addr
-        shift = self._len_shift
-        id_mask = (1 << shift) - 1
-        floor = self.floor
         k = size_class(nr)
         mask = self.class_mask >> k
         while mask:
@@ -732,8 +744,7 @@ class ExtentIndex:
                     pick = FITS[align | phase][d]
                     x = min(pick(heads))  # type: ignore[operator]
                 if x != INF:
-                    p = (x & id_mask) + floor
-                    return p, self._start_in(p, align, phase)
+                    return x, self._start_in(x, align, phase)
             else:
                 best = INF
                 best_c = -1
@@ -743,7 +754,7 @@ class ExtentIndex:
                         continue
                     # (length, id) order: the first hole that fits is the best in its list.
                     for x in fl:
-                        p = (x & id_mask) + floor
+                        p = self.entry_id(x, b)
                         if p >= best or p >= hi_w:
                             if k < EXACT:
                                 break  # one length per list: ids only grow from here
@@ -765,15 +776,15 @@ class ExtentIndex:
         """Id of the hole on a free list that contains unit ``u``, or None (``u`` is in use,
         or in a guard remnant, which holds nothing).  O(C log n): one bisection per free list
         (a scan of the list for best fit, whose lists sort by length)."""
-        for fl in self.freelists:
+        for b, fl in enumerate(self.freelists):
             if fl is None:
                 continue
-            if self.by_length:
+            if self.by_length and b >= _FIRST_BIG:
                 candidates: Iterator[int] = iter(fl)
             else:
                 candidates = islice(_entries_from(fl, u + 1), 1)  # the last id <= u
             for x in candidates:
-                p = self.entry_id(x)
+                p = self.entry_id(x, b)
                 s, e = self.hole_after(p)
                 if s <= u < e:
                     return p
@@ -781,9 +792,10 @@ class ExtentIndex:
 
     # -- inspection --------------------------------------------------------------------------
 
-    def entry_id(self, x: int) -> int:
-        """The hole id a free-list entry names."""
-        if not self.by_length:
+    def entry_id(self, x: int, b: int) -> int:
+        """The hole id entry ``x`` of free list ``b`` names (best fit packs the length in
+        front of the id in the lists of classes >= 64, whose members' lengths differ)."""
+        if not self.by_length or b < _FIRST_BIG:
             return x
         return (x & ((1 << self._len_shift) - 1)) + self.floor
 
@@ -811,7 +823,7 @@ class ExtentIndex:
             fl = self.freelists[b]
             if fl is not None:
                 for x in fl:
-                    p = self.entry_id(x)
+                    p = self.entry_id(x, b)
                     s, e = self.hole_after(p)
                     yield p, s, e
 
@@ -870,7 +882,9 @@ class ExtentIndex:
             filed = self.filing(s, e)
             if filed is not None:
                 _, b, length = filed
-                x = p if not self.by_length else length << self._len_shift | (p - self.floor)
+                x = p
+                if self.by_length and b >= _FIRST_BIG:
+                    x = length << self._len_shift | (p - self.floor)
                 want.setdefault(b, []).append(x)
         present = [b for b, fl in enumerate(self.freelists) if fl is not None]
         if present != sorted(want):
