@@ -37,6 +37,11 @@ def xen() -> RangeAllocator:
     return x
 
 
+def retag(a: RangeAllocator, u: int, nr: int, nxt: int, prev: int) -> None:
+    """Overwrite (or add) the tag at ``u`` behind the index's back."""
+    a._index.runs[u] = a._index.pack(u, nr, nxt, prev)
+
+
 def _bucket_of_top_hole(a: RangeAllocator) -> int:
     filed = a._index.filing(85, 4096)
     assert filed is not None
@@ -45,15 +50,15 @@ def _bucket_of_top_hole(a: RangeAllocator) -> int:
 
 TAMPER: list[tuple[str, Callable[[], RangeAllocator], Callable[[RangeAllocator], None]]] = [
     # A used granule that nothing links: the bitmap built from the tags has it, the index not.
-    ("bitmap bit set", generic, lambda a: a._index.runs.__setitem__(4000, (1, 80, 4096))),
+    ("bitmap bit set", generic, lambda a: retag(a, 4000, 1, 4096, 80)),
     # A run's tag loses its last granule: the bitmap shows it free, the counter does not.
-    ("bitmap bit cleared", generic, lambda a: a._index.runs.__setitem__(5, (69, 0, 76))),
-    ("live run lengthened", generic, lambda a: a._index.runs.__setitem__(0, (2, -1, 5))),
+    ("bitmap bit cleared", generic, lambda a: retag(a, 5, 69, 76, 0)),
+    ("live run lengthened", generic, lambda a: retag(a, 0, 2, 5, -1)),
     ("live run forgotten", generic, lambda a: a._index.runs.pop(76)),
     ("hole dropped", generic, lambda a: a._index._hole(80, 85, 4096, False)),
     # The run before [1, 5) links to a run at 4 that does not exist: the hole's end moved.
-    ("hole end shifted", generic, lambda a: a._index.runs.__setitem__(0, (1, -1, 4))),
-    ("link back broken", generic, lambda a: a._index.runs.__setitem__(76, (3, 0, 80))),
+    ("hole end shifted", generic, lambda a: retag(a, 0, 1, 4, -1)),
+    ("link back broken", generic, lambda a: retag(a, 76, 3, 80, 0)),
     ("class head stale", generic, lambda a: a._index.class_head.__setitem__(5, 1 << 100)),
     ("class mask stale", generic, lambda a: setattr(a._index, "class_mask", 0)),
     (
@@ -70,7 +75,7 @@ TAMPER: list[tuple[str, Callable[[], RangeAllocator], Callable[[RangeAllocator],
     # A run at bit 6, right after the bitmap pages, without the guard bit Xen keeps there.
     ("run glued to the bitmap pages", xen, lambda a: a._index.take(0, 6, 1)),
     # The bitmap pages' own tag (the floor sentinel) grown over the guard bit.
-    ("bitmap pages lengthened", xen, lambda a: a._index.runs.__setitem__(0, (7, 0, 7))),
+    ("bitmap pages lengthened", xen, lambda a: retag(a, 0, 7, 7, 0)),
 ]
 
 

@@ -531,10 +531,9 @@ class RangeAllocator:
             if isinstance(va, bool) or not isinstance(va, int) or va % self._granule:
                 raise InvalidFree(f"{who}: {va!r} is not the start of a live allocation")
             u = va // self._granule - self._origin
-            tag = self._index.runs.get(u)
-            if tag is None or not self._lo <= u < self._index.top:
+            if u not in self._index.runs or not self._lo <= u < self._index.top:
                 raise InvalidFree(f"{who}: {va:#x} is not the start of a live allocation")
-            return tag[0]
+            return self._index.length(u)
 
     def allocations(self) -> Iterator[tuple[int, int]]:
         """Live runs as ``(va, nr)``, ascending (carved children included).  O(k)."""
@@ -669,7 +668,7 @@ class RangeAllocator:
         clipped to ``[first, top)``."""
         bitmap = ChunkedBitmap()
         first, top = self._first, index.top
-        for u, (nr, _, _) in index.runs.items():
+        for u, nr in index.tags():
             s, e = max(u, first), min(u + nr, top)
             if s < e:
                 bitmap.set_run(s, e - s)

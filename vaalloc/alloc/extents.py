@@ -3,10 +3,12 @@
 Layout (what a C port keeps)
 ============================
 
-``runs``: one dict, position -> ``(nr, prev, next)``
+``runs``: one dict, position -> packed ``(nr, next, prev)``
     A *boundary tag* per allocated run, keyed by its first unit: its length and the first
-    units of the runs before and after it in address order (vmem's segment list, with the free
-    segments left implicit).  The hole after run ``p`` is ``[p + nr, next)``, empty when the two
+    units of the runs after and before it in address order (vmem's segment list, with the free
+    segments left implicit), packed in one int as ``nr | (next - u) << W | (u - prev) << 2W``
+    (``W`` bits per field, enough for any distance in the window: one int object per run,
+    not a tuple and three).  The hole after run ``p`` is ``[p + nr, next)``, empty when the two
     runs touch.  Two sentinel tags close the list, so that no operation needs a special case
     at either end:
 
@@ -101,8 +103,6 @@ INF = 1 << 127
 
 #: A free list: a plain sorted list while short, blocks once long.
 FreeList: TypeAlias = "list[int] | BlockList"
-#: A run's boundary tag: (length, start of the run before, start of the run after).
-Tag: TypeAlias = tuple[int, int, int]
 
 
 def size_class(length: int) -> int:
@@ -278,7 +278,10 @@ class ExtentIndex:
     """
 
     __slots__ = (
+        "_field_mask",
         "_len_shift",
+        "_w",
+        "_w2",
         "by_length",
         "class_head",
         "class_mask",
@@ -331,7 +334,14 @@ class ExtentIndex:
         self.class_mask = 0
         # Best fit, classes >= 64: entry = usable length << _len_shift | (id - floor).
         self._len_shift = (max(max_length, top) - floor + 2).bit_length()
-        self.runs: dict[int, Tag] = {floor: (lo - floor, floor, top), top: (0, floor, top)}
+        # Tag fields are W bits wide: W holds any length or distance the window will see.
+        self._w = (max(top, lo + max_length) - floor + 2).bit_length()
+        self._w2 = 2 * self._w
+        self._field_mask = (1 << self._w) - 1
+        self.runs: dict[int, int] = {
+            floor: self.pack(floor, lo - floor, top, floor),
+            top: self.pack(top, 0, top, floor),
+        }
         self.holes = 0
         if lo < top:
             self.holes = 1
@@ -443,13 +453,14 @@ class ExtentIndex:
         three free lists.
         """
         runs = self.runs
-        nr_p, before, e = runs[p]
-        s = p + nr_p
+        w = self._w
+        v = runs[p]
+        s = p + (v & self._field_mask)
+        e = p + (v >> w & self._field_mask)
         self._hole(p, s, e, False)
-        runs[p] = (nr_p, before, u)
-        runs[u] = (nr, p, e)
-        nr_e, _, after = runs[e]
-        runs[e] = (nr_e, u, after)
+        runs[p] = v - ((e - u) << w)  # p's next: e -> u
+        runs[u] = nr | (e - u) << w | (u - p) << self._w2
+        runs[e] -= (u - p) << self._w2  # e's prev: p -> u
         holes = self.holes - 1
         if s < u:
             holes += 1
@@ -466,9 +477,14 @@ class ExtentIndex:
         """Free the run starting at ``u`` (a live run: the caller checked) and return its
         length; the hole it leaves merges with its neighbours.  Touches three tags."""
         runs = self.runs
-        nr, p, n = runs.pop(u)
-        nr_p, before, _ = runs[p]
-        s = p + nr_p
+        w = self._w
+        mask = self._field_mask
+        v = runs.pop(u)
+        nr = v & mask
+        n = u + (v >> w & mask)
+        p = u - (v >> self._w2)
+        vp = runs[p]
+        s = p + (vp & mask)
         t = u + nr
         holes = self.holes + 1
         if s < u:
@@ -479,9 +495,8 @@ class ExtentIndex:
             holes -= 1
             if n - t > (self.slack if n != self.top else self.guard):
                 self._hole(u, t, n, False)  # not a guard remnant
-        runs[p] = (nr_p, before, n)
-        nr_n, _, after = runs[n]
-        runs[n] = (nr_n, p, after)
+        runs[p] = vp + ((n - u) << w)  # p's next: u -> n
+        runs[n] += (u - p) << self._w2  # n's prev: u -> p
         self._hole(p, s, n, True)
         self.holes = holes
         return nr
@@ -491,8 +506,8 @@ class ExtentIndex:
         and the hole touching it is re-filed (its end gains no guard at the top)."""
         runs = self.runs
         old = self.top
-        _, last, _ = runs.pop(old)
-        nr_l, before, _ = runs[last]
+        last = old - (runs.pop(old) >> self._w2)
+        nr_l, _, before = self.unpack(last)
         s = last + nr_l
         if top < s:
             raise ValueError(f"window top {top} below the last run's end {s}")
@@ -501,45 +516,64 @@ class ExtentIndex:
         elif s < top:
             self.holes += 1
         self.top = top
-        runs[top] = (0, last, top)
-        runs[last] = (nr_l, before, top)
+        runs[top] = self.pack(top, 0, top, last)
+        runs[last] = self.pack(last, nr_l, top, before)
         if s < top:
             self._hole(last, s, top, True)
 
+    def pack(self, u: int, nr: int, nxt: int, prev: int) -> int:
+        """The tag of a run at ``u`` of ``nr`` units between the runs at ``prev`` and
+        ``nxt``."""
+        return nr | (nxt - u) << self._w | (u - prev) << self._w2
+
+    def unpack(self, u: int) -> tuple[int, int, int]:
+        """``(nr, next, prev)`` of the tag at ``u`` (KeyError if there is none)."""
+        v = self.runs[u]
+        return v & self._field_mask, u + (v >> self._w & self._field_mask), u - (v >> self._w2)
+
+    def length(self, u: int) -> int:
+        """Length of the run at ``u`` (KeyError if no run starts there)."""
+        return self.runs[u] & self._field_mask
+
+    def tags(self) -> Iterator[tuple[int, int]]:
+        """Every tag as ``(start, nr)``, sentinels included, in dict order (linked or not:
+        check() builds the bitmap from these)."""
+        mask = self._field_mask
+        for u, v in self.runs.items():
+            yield u, v & mask
+
     def run_before(self, u: int) -> int:
         """Start of the run before the run at ``u`` (the floor for the first run)."""
-        return self.runs[u][1]
+        return u - (self.runs[u] >> self._w2)
 
     def hole_after(self, p: int) -> tuple[int, int]:
         """The hole ``[s, e)`` after run ``p`` (empty when ``s == e``)."""
-        nr_p, _, e = self.runs[p]
-        return p + nr_p, e
+        v = self.runs[p]
+        mask = self._field_mask
+        return p + (v & mask), p + (v >> self._w & mask)
 
     def usable(self, p: int) -> tuple[int, int]:
         """Usable interval ``[us, ue)`` of the hole after run ``p`` (guards removed)."""
-        nr_p, _, e = self.runs[p]
-        s = p + nr_p
+        s, e = self.hole_after(p)
         return s + (self.lead if s == self.lo else self.guard), (
             e if e == self.top else e - self.guard
         )
 
     def live(self) -> Iterator[tuple[int, int]]:
         """Live runs ``(start, nr)`` in address order (the sentinels excluded).  O(k)."""
-        runs = self.runs
         top = self.top
-        u = runs[self.floor][2]
+        u = self.unpack(self.floor)[1]
         while u != top:
-            nr, _, nxt = runs[u]
+            nr, nxt, _ = self.unpack(u)
             yield u, nr
             u = nxt
 
     def gaps(self) -> Iterator[tuple[int, int, int]]:
         """Every hole as ``(id, s, e)`` in address order, guard remnants included.  O(k)."""
-        runs = self.runs
         top = self.top
         p = self.floor
         while p != top:
-            nr, _, nxt = runs[p]
+            nr, nxt, _ = self.unpack(p)
             if p + nr < nxt:
                 yield p, p + nr, nxt
             p = nxt
@@ -548,8 +582,7 @@ class ExtentIndex:
 
     def _start_in(self, p: int, align: int, phase: int) -> int:
         """Lowest start with ``(start - phase) % align == 0`` in the hole after ``p``."""
-        nr_p, _, _ = self.runs[p]
-        s = p + nr_p
+        s = p + (self.runs[p] & self._field_mask)
         us = s + (self.lead if s == self.lo else self.guard)
         return us + ((phase - us) & (align - 1))
 
@@ -596,8 +629,7 @@ class ExtentIndex:
                     best = near
             if best == INF:
                 return None
-            nr_p, _, _ = self.runs[best]
-            s = best + nr_p
+            s = best + (self.runs[best] & self._field_mask)
             us = s + (self.lead if s == self.lo else self.guard)
             return best, us + ((phase - us) & (align - 1))
         if lo_addr is not None:
@@ -850,16 +882,16 @@ class ExtentIndex:
         top = self.top
         if top not in runs or self.floor not in runs:
             return "a sentinel tag is missing"
-        if runs[self.floor][0] != self.lo - self.floor or runs[top][0] != 0:
+        if self.length(self.floor) != self.lo - self.floor or self.length(top) != 0:
             return "a sentinel tag has the wrong length"
         seen = 1
         p = self.floor
         holes = 0
         while p != top:
-            nr, _, nxt = runs[p]
+            nr, nxt, _ = self.unpack(p)
             if nxt not in runs:
                 return f"run at {p} links to {nxt}, which has no tag"
-            if runs[nxt][1] != p:
+            if self.unpack(nxt)[2] != p:
                 return f"run at {nxt} does not link back to {p}"
             if nr < 1 or p + nr > nxt:
                 return f"run [{p}, {p + nr}) overlaps the next run at {nxt}"
