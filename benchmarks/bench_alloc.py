@@ -178,9 +178,9 @@ def have_peer() -> bool:
 def memory(impl: type, policy: str, live_target: int, churn: bool) -> tuple[float, float]:
     """tracemalloc bytes of one whole allocator per live allocation and per hole, at
     ``live_target`` live runs: fill 2N runs of 1-16 granules, free every other, then (``churn``)
-    2N alloc/free operations of 1-16 granules (the steady state a long-lived allocator is in)."""
+    N alloc/free operations of 1-16 granules (the steady state a long-lived allocator is in)."""
     rnd = random.Random(7)
-    ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(2 * live_target)] if churn else []
+    ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(live_target)] if churn else []
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -193,6 +193,54 @@ def memory(impl: type, policy: str, live_target: int, churn: bool) -> tuple[floa
     tracemalloc.stop()
     stats = a.stats()
     return size / stats.live, size / stats.holes
+
+
+def bitmap_upkeep(
+    granules: int, runs: int | None, seed: int, ops: int
+) -> tuple[float, float, float]:
+    """What keeping the bitmap on the hot path would cost, against building it on demand.
+
+    Replays the bit runs that ``ops`` operations set and clear (recorded from a v2 xen_vmap
+    instance) on a ChunkedBitmap holding the same state, as the alloc and free paths would
+    have to: returns (ns of bitmap upkeep per op, ns per v2 op, ms to build the bitmap from
+    the tags with ``bitmap()``).
+    """
+    a = make(RangeAllocator, "xen_vmap", granules)
+    live = fill(a, granules, random.Random(seed), runs)
+    batch = make_ops(seed + 1, ops)
+    t0 = time.process_time()
+    bitmap = a.bitmap()
+    build = time.process_time() - t0
+    events: list[tuple[bool, int, int]] = []
+    alloc, free = a.alloc, a.free
+    t0 = time.process_time()
+    for i, (nr, align, pick) in enumerate(batch):
+        if i & 1 and live:
+            j = int(pick * len(live))
+            va = live[j]
+            live[j] = live[-1]
+            live.pop()
+            u = (va - BASE) // GRANULE
+            events.append((False, u, free(va)))
+        else:
+            try:
+                va = alloc(nr, align)
+            except OutOfSpace:
+                continue
+            live.append(va)
+            events.append((True, (va - BASE) // GRANULE, nr))
+    op_time = time.process_time() - t0
+    set_run, clear_run = bitmap.set_run, bitmap.clear_run
+    t0 = time.process_time()
+    for is_set, u, nr in events:
+        if is_set:
+            set_run(u, nr)
+        else:
+            clear_run(u, nr)
+    upkeep = time.process_time() - t0
+    if bitmap.popcount() != a.stats().used:
+        raise SystemExit("bitmap_upkeep: the replayed bitmap differs from the allocator's")
+    return upkeep / ops * 1e9, op_time / ops * 1e9, build * 1e3
 
 
 def plain_ratio(granules: int, nops: int, seed: int) -> tuple[float, float]:
@@ -302,8 +350,8 @@ def main(argv: list[str]) -> None:
     )
     for live in mem_live:
         for policy in ("xen_vmap", "first-fit", "best-fit"):
-            if policy == "best-fit" and live > 100_000:
-                continue
+            if policy != "xen_vmap" and live > 100_000:
+                continue  # tracemalloc makes a million-run fill slow: one policy there
             cells = []
             for churn in (False, True):
                 for impl in (LegacyAllocator, RangeAllocator):
@@ -323,6 +371,17 @@ def main(argv: list[str]) -> None:
             rate = peer_speed(granules, runs, 100 if runs is None else 200, batches, ops)
             ours = rows["xen_vmap", key][0]
             print(f"{label:<32} {_k(rate):>11} {_k(ours):>12} {rate / ours:>9.1f}x", flush=True)
+
+    print("\nthe bitmap: kept on the alloc/free path (v1) or built from the tags on demand (v2)")
+    for label, granules, runs in (
+        (f"{sizes[-1]} granules", sizes[-1], None),
+        (f"2^30, {huge_live[0]:,} live", HUGE, 2 * huge_live[0]),
+    ):
+        upkeep, per_op, build = bitmap_upkeep(granules, runs, 300, ops)
+        print(
+            f"{label:<28} upkeep {upkeep:4.0f} ns/op = {upkeep / per_op:4.0%} of a v2 op "
+            f"({per_op:,.0f} ns); bitmap() builds it in {build:.1f} ms"
+        )
 
     granules, nops = (1 << 14, 200) if quick else (196608, 500)
     fast, plain = plain_ratio(granules, nops, 100)

@@ -6,15 +6,16 @@ Layout (what a C port keeps)
 ``runs``: one dict, position -> packed ``(nr, next, prev)``
     A *boundary tag* per allocated run, keyed by its first unit: its length and the first
     units of the runs after and before it in address order (vmem's segment list, with the free
-    segments left implicit), packed in one int as ``nr | (next - u) << W | (u - prev) << 2W``
-    (``W`` bits per field, enough for any distance in the window: one int object per run,
-    not a tuple and three).  The hole after run ``p`` is ``[p + nr, next)``, empty when the two
-    runs touch.  Two sentinel tags close the list, so that no operation needs a special case
-    at either end:
+    segments left implicit).  The hole after run ``p`` is ``[p + nr, next)``, empty when the
+    two runs touch.  The three fields are packed in one int,
+    ``(next - u) | (u - prev) << W | nr << 2W``, ``W`` bits per distance (enough for any in
+    the window) and the length on top: a run shorter than 64 units in a window of up to 2**26
+    units is one 32-byte int (two 30-bit digits), against 64 bytes for a 3-tuple.  Two
+    sentinel tags close the list, so that no operation needs a special case at either end:
 
     * the *floor* ``[floor, lo)`` ends where the window starts: a virtual one-unit run for a
       generic instance, the pages of Xen's bitmap in Xen mode;
-    * the *top* ``(0, last, top)``, an empty run at the window top.
+    * the *top*, an empty run at the window top (``next`` is itself).
 
     A hole is named by the run before it (its *id* ``p``); ids sort as the holes do.
 
@@ -280,6 +281,7 @@ class ExtentIndex:
     __slots__ = (
         "_field_mask",
         "_len_shift",
+        "_peak",
         "_w",
         "_w2",
         "by_length",
@@ -343,6 +345,7 @@ class ExtentIndex:
             top: self.pack(top, 0, top, floor),
         }
         self.holes = 0
+        self._peak = 0  # the most tags seen since the dict was last sized (see give)
         if lo < top:
             self.holes = 1
             self._hole(floor, lo, top, True)
@@ -455,12 +458,12 @@ class ExtentIndex:
         runs = self.runs
         w = self._w
         v = runs[p]
-        s = p + (v & self._field_mask)
-        e = p + (v >> w & self._field_mask)
+        s = p + (v >> self._w2)
+        e = p + (v & self._field_mask)
         self._hole(p, s, e, False)
-        runs[p] = v - ((e - u) << w)  # p's next: e -> u
-        runs[u] = nr | (e - u) << w | (u - p) << self._w2
-        runs[e] -= (u - p) << self._w2  # e's prev: p -> u
+        runs[p] = v - (e - u)  # p's next: e -> u
+        runs[u] = (e - u) | (u - p) << w | nr << self._w2
+        runs[e] -= (u - p) << w  # e's prev: p -> u
         holes = self.holes - 1
         if s < u:
             holes += 1
@@ -480,11 +483,11 @@ class ExtentIndex:
         w = self._w
         mask = self._field_mask
         v = runs.pop(u)
-        nr = v & mask
-        n = u + (v >> w & mask)
-        p = u - (v >> self._w2)
+        nr = v >> self._w2
+        n = u + (v & mask)
+        p = u - (v >> w & mask)
         vp = runs[p]
-        s = p + (vp & mask)
+        s = p + (vp >> self._w2)
         t = u + nr
         holes = self.holes + 1
         if s < u:
@@ -495,10 +498,19 @@ class ExtentIndex:
             holes -= 1
             if n - t > (self.slack if n != self.top else self.guard):
                 self._hole(u, t, n, False)  # not a guard remnant
-        runs[p] = vp + ((n - u) << w)  # p's next: u -> n
-        runs[n] += (u - p) << self._w2  # n's prev: u -> p
+        runs[p] = vp + (n - u)  # p's next: u -> n
+        runs[n] += (u - p) << w  # n's prev: u -> p
         self._hole(p, s, n, True)
         self.holes = holes
+        size = len(runs)
+        if not size & 255:  # sampled every 256 sizes: the bookkeeping costs one test a free
+            if size > self._peak:
+                self._peak = size
+            elif size < self._peak >> 1:
+                # A CPython dict never shrinks on delete: once half the runs are gone, copy it
+                # into a table sized for what is left (O(k), amortised O(1) per free).
+                self.runs = dict(runs)
+                self._peak = size
         return nr
 
     def set_top(self, top: int) -> None:
@@ -506,7 +518,7 @@ class ExtentIndex:
         and the hole touching it is re-filed (its end gains no guard at the top)."""
         runs = self.runs
         old = self.top
-        last = old - (runs.pop(old) >> self._w2)
+        last = old - (runs.pop(old) >> self._w & self._field_mask)
         nr_l, _, before = self.unpack(last)
         s = last + nr_l
         if top < s:
@@ -524,33 +536,33 @@ class ExtentIndex:
     def pack(self, u: int, nr: int, nxt: int, prev: int) -> int:
         """The tag of a run at ``u`` of ``nr`` units between the runs at ``prev`` and
         ``nxt``."""
-        return nr | (nxt - u) << self._w | (u - prev) << self._w2
+        return (nxt - u) | (u - prev) << self._w | nr << self._w2
 
     def unpack(self, u: int) -> tuple[int, int, int]:
         """``(nr, next, prev)`` of the tag at ``u`` (KeyError if there is none)."""
         v = self.runs[u]
-        return v & self._field_mask, u + (v >> self._w & self._field_mask), u - (v >> self._w2)
+        mask = self._field_mask
+        return v >> self._w2, u + (v & mask), u - (v >> self._w & mask)
 
     def length(self, u: int) -> int:
         """Length of the run at ``u`` (KeyError if no run starts there)."""
-        return self.runs[u] & self._field_mask
+        return self.runs[u] >> self._w2
 
     def tags(self) -> Iterator[tuple[int, int]]:
         """Every tag as ``(start, nr)``, sentinels included, in dict order (linked or not:
         check() builds the bitmap from these)."""
-        mask = self._field_mask
+        w2 = self._w2
         for u, v in self.runs.items():
-            yield u, v & mask
+            yield u, v >> w2
 
     def run_before(self, u: int) -> int:
         """Start of the run before the run at ``u`` (the floor for the first run)."""
-        return u - (self.runs[u] >> self._w2)
+        return u - (self.runs[u] >> self._w & self._field_mask)
 
     def hole_after(self, p: int) -> tuple[int, int]:
         """The hole ``[s, e)`` after run ``p`` (empty when ``s == e``)."""
         v = self.runs[p]
-        mask = self._field_mask
-        return p + (v & mask), p + (v >> self._w & mask)
+        return p + (v >> self._w2), p + (v & self._field_mask)
 
     def usable(self, p: int) -> tuple[int, int]:
         """Usable interval ``[us, ue)`` of the hole after run ``p`` (guards removed)."""
@@ -582,7 +594,7 @@ class ExtentIndex:
 
     def _start_in(self, p: int, align: int, phase: int) -> int:
         """Lowest start with ``(start - phase) % align == 0`` in the hole after ``p``."""
-        s = p + (self.runs[p] & self._field_mask)
+        s = p + (self.runs[p] >> self._w2)
         us = s + (self.lead if s == self.lo else self.guard)
         return us + ((phase - us) & (align - 1))
 
@@ -629,7 +641,7 @@ class ExtentIndex:
                     best = near
             if best == INF:
                 return None
-            s = best + (self.runs[best] & self._field_mask)
+            s = best + (self.runs[best] >> self._w2)
             us = s + (self.lead if s == self.lo else self.guard)
             return best, us + ((phase - us) & (align - 1))
         if lo_addr is not None:
