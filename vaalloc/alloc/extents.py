@@ -243,17 +243,15 @@ class BlockList:
                 del firsts[i + 1]
 
     def entries_from(self, x: int) -> Iterator[int]:
-        """Entries from the last one below ``x`` on."""
+        """Entries from the last one below ``x`` on (all of them if none is below)."""
         blocks = self.blocks
-        i = bisect_left(self.firsts, x)
-        if i:
-            i -= 1  # block i starts below x: x's predecessor is in it
-            block = blocks[i]
-            j = bisect_left(block, x)
-            head: Iterator[int] = islice(block, j - 1 if j else 0, None)
-        else:
-            head = iter(())
-        return chain(head, chain.from_iterable(islice(blocks, i + 1 if i or head else 0, None)))
+        i = bisect_left(self.firsts, x)  # blocks[:i] start below x
+        if i == 0:
+            return chain.from_iterable(blocks)
+        i -= 1  # the last block starting below x holds x's predecessor
+        block = blocks[i]
+        j = bisect_left(block, x)  # >= 1, since block[0] < x
+        return chain(islice(block, j - 1, None), chain.from_iterable(islice(blocks, i + 1, None)))
 
     def problem(self) -> str | None:
         """The first broken invariant, or None."""
