@@ -36,8 +36,8 @@ from vaalloc.errors import OutOfSpace
 
 GRANULE = 4096
 BASE = 0x1000_0000
-OPS = 20_000
-BATCHES = 5
+OPS = 10_000
+BATCHES = 7
 SIZES = (1 << 14, 196608, 1 << 20, 1 << 30)
 HUGE = 1 << 30
 MEMORY_LIVE = (1_000, 10_000, 100_000, 1_000_000)
@@ -105,27 +105,42 @@ def run_ops(a: Any, live: list[int], ops: list[Op], xen: bool) -> tuple[float, l
     return time.process_time() - t0, results
 
 
+Config = tuple[str, int, "int | None"]  # policy, granules, runs filled (None: to ~60 %)
+
+
+def speeds(
+    configs: list[Config], seed: int, batches: int, ops: int
+) -> dict[Config, tuple[float, float]]:
+    """ops/s of today's allocator and the legacy one for each config, one state each, medians
+    of ``batches`` batches run round-robin over every state (so that all of a section's
+    figures, and the ratios between them, see the same machine); placements must be
+    identical."""
+    states = []
+    for policy, granules, runs in configs:
+        for impl in (RangeAllocator, LegacyAllocator):
+            a = make(impl, policy, granules)
+            states.append((a, fill(a, granules, random.Random(seed), runs), policy == "xen_vmap"))
+    times: list[list[float]] = [[] for _ in states]
+    for b in range(batches):
+        batch = make_ops(seed + 1 + b, ops)
+        order = range(len(states)) if b % 2 == 0 else reversed(range(len(states)))
+        results: dict[int, list[int | None]] = {}
+        for k in order:
+            a, live, xen = states[k]
+            t, results[k] = run_ops(a, live, batch, xen)
+            times[k].append(t)
+        for c, config in enumerate(configs):
+            if results[2 * c] != results[2 * c + 1]:
+                raise SystemExit(f"MISMATCH: v2 and v1 placed differently ({config})")
+    rates = [ops / statistics.median(t) for t in times]
+    return {config: (rates[2 * c], rates[2 * c + 1]) for c, config in enumerate(configs)}
+
+
 def speed(
     policy: str, granules: int, runs: int | None, seed: int, batches: int, ops: int
 ) -> tuple[float, float]:
-    """ops/s of today's allocator and the legacy one on one state each, medians of batches
-    (interleaved so that both see the same machine); placements must be identical."""
-    xen = policy == "xen_vmap"
-    states = []
-    for impl in (RangeAllocator, LegacyAllocator):
-        a = make(impl, policy, granules)
-        states.append((a, fill(a, granules, random.Random(seed), runs)))
-    times: tuple[list[float], list[float]] = ([], [])
-    for b in range(batches):
-        batch = make_ops(seed + 1 + b, ops)
-        got = []
-        for k, (a, live) in enumerate(states):
-            t, res = run_ops(a, live, batch, xen)
-            times[k].append(t)
-            got.append(res)
-        if got[0] != got[1]:
-            raise SystemExit(f"MISMATCH: {policy} at {granules} placed differently from v1")
-    return ops / statistics.median(times[0]), ops / statistics.median(times[1])
+    """(v2, v1) ops/s for one config (see :func:`speeds`)."""
+    return speeds([(policy, granules, runs)], seed, batches, ops)[policy, granules, runs]
 
 
 def peer_speed(granules: int, runs: int | None, seed: int, batches: int, ops: int) -> float:
@@ -175,24 +190,30 @@ def have_peer() -> bool:
     return True
 
 
-def memory(impl: type, policy: str, live_target: int, churn: bool) -> tuple[float, float]:
-    """tracemalloc bytes of one whole allocator per live allocation and per hole, at
-    ``live_target`` live runs: fill 2N runs of 1-16 granules, free every other, then (``churn``)
-    N alloc/free operations of 1-16 granules (the steady state a long-lived allocator is in)."""
+def memory(impl: type, policy: str, live_target: int) -> tuple[float, float, float, float]:
+    """tracemalloc bytes of one whole allocator per live allocation and per hole at
+    ``live_target`` live runs, twice: right after filling 2N runs of 1-16 granules and freeing
+    every other ("filled"), then after N more alloc/free operations of 1-16 granules ("steady",
+    the state a long-lived allocator is in).  Returns (filled per live, filled per hole,
+    steady per live, steady per hole)."""
     rnd = random.Random(7)
-    ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(live_target)] if churn else []
+    ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(live_target)]
     gc.collect()
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    base = tracemalloc.get_traced_memory()[0]
     a = make(impl, policy, HUGE)
     live = fill(a, HUGE, random.Random(8), 2 * live_target)
-    run_ops(a, live, ops, policy == "xen_vmap")
-    del live  # the benchmark's own list and the addresses it holds
-    gc.collect()
-    size = tracemalloc.get_traced_memory()[0] - before
+    out = []
+    for churn in (False, True):
+        if churn:
+            run_ops(a, live, ops, policy == "xen_vmap")
+        held = sys.getsizeof(live) + sum(sys.getsizeof(va) for va in live)  # the benchmark's
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - base - held
+        stats = a.stats()
+        out += [size / stats.live, size / stats.holes]
     tracemalloc.stop()
-    stats = a.stats()
-    return size / stats.live, size / stats.holes
+    return out[0], out[1], out[2], out[3]
 
 
 def bitmap_upkeep(
@@ -308,19 +329,18 @@ def main(argv: list[str]) -> None:
     rows: dict[tuple[str, str], tuple[float, float]] = {}
     print(f"\n{'measure':<46} {'v1 today':>10} {'v2 now':>10} {'v2/v1':>7} {'target':>9}")
     for policy in ("xen_vmap", "first-fit"):
-        fill_runs = 0
-        for granules in sizes:
-            fill_runs = 2 * len(
-                fill(make(RangeAllocator, policy, granules), granules, random.Random(100))
-            )
-            new, old = speed(policy, granules, None, 100, batches, ops)
-            rows[policy, str(granules)] = (new, old)
+        # The last column: the region grows to 2**30 granules, the work stays that of 2**20.
+        same_work = 2 * len(
+            fill(make(RangeAllocator, policy, sizes[-1]), sizes[-1], random.Random(100))
+        )
+        configs: list[Config] = [(policy, g, None) for g in sizes] + [(policy, HUGE, same_work)]
+        got = speeds(configs, 100, batches, ops)
+        for (_, granules, runs), (new, old) in got.items():
+            key = str(granules) if runs is None else "huge"
+            rows[policy, key] = (new, old)
+            label = f"{granules} granules" if runs is None else "2^30 granules (same fill)"
             target = TARGET_SMALL if granules == sizes[0] else TARGET_ANY
-            _row(f"{policy} ops/s at {granules} granules", old, new, target)
-        # The region grows to 2**30 granules; the work stays that of the largest size above.
-        new, old = speed(policy, HUGE, fill_runs, 100, batches, ops)
-        rows[policy, "huge"] = (new, old)
-        _row(f"{policy} ops/s at 2^30 granules (same fill)", old, new, TARGET_ANY)
+            _row(f"{policy} ops/s at {label}", old, new, target)
     for policy in ("xen_vmap", "first-fit"):
         small, big = rows[policy, str(sizes[0])], rows[policy, str(sizes[-1])]
         _row(
@@ -331,13 +351,14 @@ def main(argv: list[str]) -> None:
             higher=False,
         )
     for live, target in zip(huge_live, (TARGET_1E5, TARGET_1E6), strict=True):
-        for policy in ("first-fit", "xen_vmap"):
-            new, old = speed(policy, HUGE, 2 * live, 200, max(3, batches - 2), ops)
+        configs = [(policy, HUGE, 2 * live) for policy in ("first-fit", "xen_vmap")]
+        for (policy, _, _), (new, old) in speeds(configs, 200, max(3, batches - 2), ops).items():
             rows[policy, f"live{live}"] = (new, old)
             _row(f"{policy} ops/s, 2^30 granules, {live:,} live", old, new, target)
-    for policy, target in (("best-fit", TARGET_BEST), ("instant-fit", TARGET_INSTANT)):
-        new, old = speed(policy, sizes[-1], None, 100, batches, ops)
+    configs = [(policy, sizes[-1], None) for policy in ("best-fit", "instant-fit")]
+    for (policy, _, _), (new, old) in speeds(configs, 100, batches, ops).items():
         rows[policy, str(sizes[-1])] = (new, old)
+        target = TARGET_BEST if policy == "best-fit" else TARGET_INSTANT
         _row(f"{policy} ops/s at {sizes[-1]} granules", old, new, target)
 
     print(
@@ -352,11 +373,9 @@ def main(argv: list[str]) -> None:
         for policy in ("xen_vmap", "first-fit", "best-fit"):
             if policy != "xen_vmap" and live > 100_000:
                 continue  # tracemalloc makes a million-run fill slow: one policy there
-            cells = []
-            for churn in (False, True):
-                for impl in (LegacyAllocator, RangeAllocator):
-                    per_live, per_hole = memory(impl, policy, live, churn)
-                    cells.append(f"{per_live:.0f}/{per_hole:.0f}")
+            v1 = memory(LegacyAllocator, policy, live)
+            v2 = memory(RangeAllocator, policy, live)
+            cells = [f"{v[i]:.0f}/{v[i + 1]:.0f}" for i in (0, 2) for v in (v1, v2)]
             print(f"{live:>9,} {policy:<12} " + " ".join(f"{c:>11}" for c in cells), flush=True)
 
     if peer:

@@ -504,9 +504,9 @@ class ExtentIndex:
         if not size & 255:  # sampled every 256 sizes: the bookkeeping costs one test a free
             if size > self._peak:
                 self._peak = size
-            elif size < self._peak >> 1:
-                # A CPython dict never shrinks on delete: once half the runs are gone, copy it
-                # into a table sized for what is left (O(k), amortised O(1) per free).
+            elif size < self._peak * 5 >> 3:
+                # A CPython dict never shrinks on delete: once 3/8 of the runs are gone, copy
+                # it into a table sized for what is left (O(k), amortised O(1) per free).
                 self.runs = dict(runs)
                 self._peak = size
         return nr
