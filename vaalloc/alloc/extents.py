@@ -649,8 +649,9 @@ class ExtentIndex:
     def _first_fit_near(
         self, nr: int, align: int, phase: int, nocross: int, hi_addr: int | None
     ) -> tuple[int, int] | None:
-        """First fit from the guaranteed classes' lowest hole, then the near misses below it,
-        tested one by one (``align > 8``, ``nocross``, ``max_addr`` or ``G >= 64``)."""
+        """First fit from the guaranteed classes' lowest hole, then the near misses below it
+        (``align > 8``, ``nocross``, ``max_addr`` or ``G >= 64``): exact ones decided by colour
+        when ``align <= 8`` without nocross or window, the others tested one by one."""
         k0 = ceil_class(nr + max(align, nocross) - 1)
         best = self._suffix_min(k0)
         best_c = -1
@@ -663,26 +664,36 @@ class ExtentIndex:
                 # Only possible when clipped by hi_addr: every later hole lies beyond it.
                 best = INF if hi_addr is None else hi_addr
         stop = best if hi_addr is None or best < hi_addr else hi_addr
+        by_colour = align <= COLOURS and not nocross and hi_addr is None
         k = size_class(nr)
         mask = (self.class_mask >> k) & ((1 << max(k0 - k, 0)) - 1)
         while mask:
             low = (mask & -mask).bit_length() - 1
             k += low
             mask >>= low
-            for b in self._lists_of(k):
-                fl = self.freelists[b]
-                if fl is None or self.list_head[b] >= stop:
-                    continue
-                for p in fl:
-                    if p >= stop:
-                        break
-                    us, ue = self.usable(p)
-                    if hi_addr is not None and ue > hi_addr:
-                        ue = hi_addr
-                    c = fit_in(us, ue, nr, align, phase, nocross)
-                    if c >= 0:
-                        stop, best, best_c = p, p, c
-                        break
+            if by_colour and k < EXACT:
+                # An exact near miss with align <= 8: decided by colour, as in the fast path.
+                base = k << _COLOUR_SHIFT
+                heads = self.list_head[base : base + COLOURS]
+                x = min(FITS[align | phase][k - nr](heads)) if align > 1 else min(heads)  # type: ignore[operator]
+                if x < stop:
+                    stop = best = x
+                    best_c = self._start_in(x, align, phase)
+            else:
+                for b in self._lists_of(k):
+                    fl = self.freelists[b]
+                    if fl is None or self.list_head[b] >= stop:
+                        continue
+                    for p in fl:
+                        if p >= stop:
+                            break
+                        us, ue = self.usable(p)
+                        if hi_addr is not None and ue > hi_addr:
+                            ue = hi_addr
+                        c = fit_in(us, ue, nr, align, phase, nocross)
+                        if c >= 0:
+                            stop, best, best_c = p, p, c
+                            break
             mask >>= 1
             k += 1
         return (best, best_c) if best_c >= 0 else None
