@@ -190,19 +190,26 @@ def have_peer() -> bool:
     return True
 
 
+def memory_region(live_target: int) -> int:
+    """Granules of the region the memory rows use for ``live_target`` live runs."""
+    return 1 << (64 * live_target - 1).bit_length()
+
+
 def memory(impl: type, policy: str, live_target: int) -> tuple[float, float, float, float]:
     """tracemalloc bytes of one whole allocator per live allocation and per hole at
     ``live_target`` live runs, twice: right after filling 2N runs of 1-16 granules and freeing
     every other ("filled"), then after N more alloc/free operations of 1-16 granules ("steady",
-    the state a long-lived allocator is in).  Returns (filled per live, filled per hole,
-    steady per live, steady per hole)."""
+    the state a long-lived allocator is in).  The region is the power of two of at least 64N
+    granules (about three times what the fill uses).  Returns (filled per live, filled per
+    hole, steady per live, steady per hole)."""
     rnd = random.Random(7)
     ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(live_target)]
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    a = make(impl, policy, HUGE)
-    live = fill(a, HUGE, random.Random(8), 2 * live_target)
+    granules = memory_region(live_target)
+    a = make(impl, policy, granules)
+    live = fill(a, granules, random.Random(8), 2 * live_target)
     out = []
     for churn in (False, True):
         if churn:
@@ -363,7 +370,8 @@ def main(argv: list[str]) -> None:
 
     print(
         f"\nmemory (tracemalloc, whole allocator): bytes per live allocation / per hole; "
-        f"target <= {TARGET_BYTES} per live"
+        f"target <= {TARGET_BYTES} per live; region 2^{memory_region(mem_live[0]).bit_length() - 1}"
+        f"..2^{memory_region(mem_live[-1]).bit_length() - 1} granules"
     )
     print(
         f"{'live':>9} {'policy':<12} {'v1 filled':>11} {'v2 filled':>11} {'v1 steady':>11} "

@@ -87,7 +87,8 @@ def test_searches_through_block_lists_agree_with_the_model(
     """Free lists long enough to be BlockLists (the thresholds lowered so that a small range,
     which the brute-force model can check, has them), searched by every path that walks them:
     windows, nocross, align > 8, reserve, frees that merge."""
-    monkeypatch.setattr(extents, "PROMOTE", 12)
+    monkeypatch.setattr(extents, "SHORT", 4)  # list -> array beyond 4 holes
+    monkeypatch.setattr(extents, "PROMOTE", 12)  # array -> BlockList beyond 12
     monkeypatch.setattr(extents, "BLOCK", 3)
     g = 4096
     size = 600
@@ -104,6 +105,7 @@ def test_searches_through_block_lists_agree_with_the_model(
         a.free(u * g)
         m.give(u)
     live = live[::2]
+    # The long list went list -> array -> BlockList on the way here.
     assert any(isinstance(fl, BlockList) for fl in a._index.freelists)
     for _ in range(150):
         roll = rnd.random()

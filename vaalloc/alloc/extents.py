@@ -72,6 +72,7 @@ largest hole (stats)                       the holes of the top classes; O(n) wh
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from itertools import chain, islice
@@ -95,15 +96,18 @@ _COLOUR_SHIFT = 3
 _BIG = EXACT * COLOURS - EXACT  # bucket of class k >= EXACT is k + _BIG
 _FIRST_BIG = EXACT * COLOURS  # the first bucket of a class >= EXACT
 _GROUP_SHIFT = 4  # classes per group of the head minimum: 16
-#: A free list longer than this becomes a BlockList (a list memmove stays within 8 KiB).
+#: A free list longer than this becomes an array of int64 (a list of short ones is cheaper).
+SHORT = 64
+#: A free list longer than this becomes a BlockList (a memmove stays within 8 KiB).
 PROMOTE = 1024
 #: BlockList blocks hold up to 2 * BLOCK entries and are split in two beyond that.
 BLOCK = 512
 #: Larger than any unit number: the head of an empty free list, class or group.
 INF = 1 << 127
 
-#: A free list: a plain sorted list while short, blocks once long.
-FreeList: TypeAlias = "list[int] | BlockList"
+#: A free list: a sorted list while short, an array of int64 once longer (a list where best
+#: fit's packed entries may not fit 64 bits), blocks once long.
+FreeList: TypeAlias = "array[int] | list[int] | BlockList"
 
 
 def size_class(length: int) -> int:
@@ -179,8 +183,8 @@ NEAR, FITS = _colour_getters()
 def _entries_from(fl: FreeList, x: int) -> Iterator[int]:
     """The entries of ``fl`` from the last one below ``x`` on (the hole holding ``x`` may be
     named by a run below it)."""
-    if fl.__class__ is list:
-        assert isinstance(fl, list)
+    if fl.__class__ is not BlockList:
+        assert not isinstance(fl, BlockList)
         i = bisect_left(fl, x)
         return islice(fl, i - 1 if i else 0, None)
     assert isinstance(fl, BlockList)
@@ -392,6 +396,7 @@ class ExtentIndex:
         if length <= 0:
             return
         x = p
+        packed = False  # best fit's (length, id) entries
         if length < EXACT:
             k = length
             b = length << _COLOUR_SHIFT | us & (COLOURS - 1)
@@ -400,18 +405,26 @@ class ExtentIndex:
             b = k + _BIG
             if self.by_length:  # lengths differ inside the class: sort by length first
                 x = length << self._len_shift | (p - self.floor)
+                packed = True
         freelists = self.freelists
         fl = freelists[b]
         list_head = self.list_head
         if insert:
             if fl is None:
                 freelists[b] = [x]
-            elif fl.__class__ is list:
-                insort(fl, x)
-                if len(fl) > PROMOTE:
-                    freelists[b] = BlockList(fl)
+            elif fl.__class__ is BlockList:
+                fl.add(x)
             else:
-                fl.add(x)  # type: ignore[union-attr]
+                insort(fl, x)  # type: ignore[arg-type]
+                n = len(fl)
+                if n > SHORT:
+                    if n > PROMOTE:
+                        freelists[b] = BlockList(list(fl))
+                    elif fl.__class__ is list and not packed:
+                        # int64 values instead of pointers to int objects: a bisection reads
+                        # the array itself, not one scattered object per probe.  (Best fit's
+                        # packed entries may not fit 64 bits: they stay a list.)
+                        freelists[b] = array("q", fl)
             if x < list_head[b]:
                 list_head[b] = x
                 if x < self.class_head[k]:
@@ -421,12 +434,12 @@ class ExtentIndex:
                     if x < self.group_min[g]:
                         self.group_min[g] = x
             return
-        if fl.__class__ is list:
-            del fl[bisect_left(fl, x)]
-            head = fl[0] if fl else INF
+        if fl.__class__ is BlockList:
+            fl.remove(x)
+            head = fl.firsts[0] if fl.firsts else INF
         else:
-            fl.remove(x)  # type: ignore[union-attr]
-            head = fl.firsts[0] if fl.firsts else INF  # type: ignore[union-attr]
+            del fl[bisect_left(fl, x)]  # type: ignore[arg-type,union-attr]
+            head = fl[0] if fl else INF  # type: ignore[index]
         if head == INF:
             freelists[b] = None
         if list_head[b] == x:
