@@ -27,9 +27,11 @@ Layout (what a C port keeps)
     ``(length, colour)`` holds a request of ``align <= 8`` at the same offset, so a bucket
     either fits whole or not at all, and a first fit becomes one ``min`` over bucket heads
     instead of a walk over near misses.  A free list is a plain sorted ``list`` up to
-    :data:`PROMOTE` entries (its memmove bounded to 8 KiB), then a :class:`BlockList` of
-    bounded blocks.  Best-fit instances file ``(usable length, id)`` packed in one int, so
-    that a class sorts by length first.
+    :data:`SHORT` entries, a sorted ``array('q')`` up to :data:`PROMOTE` (a bisection reads
+    the array, not one scattered int object per probe), then a :class:`BlockList` of bounded
+    blocks (memmoves of at most 8 KiB).  Best-fit instances file ``(usable length, id)``
+    packed in one int in the classes of 64 and more, so that such a class sorts by length
+    first (those lists stay lists: the packed value may pass 64 bits).
 
 Heads, in three levels, each the minimum of the level below (``INF`` when empty):
     ``list_head[b]`` (bucket ``b``), ``class_head[k]`` (over the eight colours of an exact
@@ -49,25 +51,7 @@ Searches take constraints in *units*: ``nr`` units starting at ``c`` with
 does; the ones between are *near misses*, decided by bucket colour when ``align <= 8``, and
 otherwise tested one by one in address order, stopping at the best candidate so far.
 
-Complexities (n = holes, C = size classes (<= 528), m = near-miss holes tested):
-
-=========================================  ===============================================
-first-fit, ``align <= 8``, ``G < 64``,     O(1): <= 28 bucket heads + two ``min`` over
-no window or nocross (Xen's every call)    C/16 entries
-first-fit, other requests                  O(C/16 + 8C + m) (m = 0 for near misses decided
-                                           by colour)
-first-fit with ``lo_addr``                 O(C log n + m) (one bisection per free list)
-best-fit, ``align <= 8``, no window        O(C) class mask steps + O(1) per class
-best-fit, otherwise                        O(C + m'), m' = holes skipped (near misses or
-                                           outside the window)
-instant-fit, no window                     O(1) (lowest set bit of the class mask)
-instant-fit fallback or window             O(C log n + m)
-take / give (alloc / free)                 O(1) dict work + <= 3 free-list updates
-free-list update                           O(log n) bisect + memmove <= 8 KiB (16 KiB in a
-                                           block)
-largest hole (stats)                       the holes of the top classes; O(n) when every
-                                           hole is a guard remnant
-=========================================  ===============================================
+Every operation's cost is in one table, in docs/allocator.md ("Complexity").
 """
 
 from __future__ import annotations
@@ -427,9 +411,12 @@ class ExtentIndex:
                         freelists[b] = array("q", fl)
             if x < list_head[b]:
                 list_head[b] = x
-                if x < self.class_head[k]:
-                    self.class_head[k] = x
-                    self.class_mask |= 1 << k
+                class_head = self.class_head
+                old = class_head[k]
+                if x < old:
+                    class_head[k] = x
+                    if old == INF:  # the class was empty
+                        self.class_mask |= 1 << k
                     g = k >> _GROUP_SHIFT
                     if x < self.group_min[g]:
                         self.group_min[g] = x
