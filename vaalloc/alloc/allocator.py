@@ -22,7 +22,7 @@ that grows lazily; ``top == hi`` for a generic instance).  Xen's vmap (the subcl
 :mod:`vaalloc.alloc.xenvmap`) uses both: the bitmap pages, and ``vm_top``.
 
 Hooks a subclass overrides (documented where defined): ``_alloc_locked``, ``_release_run``,
-``_bind_search``, ``_carve_policy``, ``_free_extents``, ``_mode_problem``, ``_snapshot_extra``,
+``_bind_search``, ``_free_extents``, ``_mode_problem``, ``_snapshot_extra``,
 ``_restore_extra``, ``_install_extra`` and the ``vm_*`` properties.  A subclass registers
 itself for a policy name (``class X(RangeAllocator, policy="..."``) so that the factory
 classmethods find it without this module importing it.
@@ -49,6 +49,7 @@ from vaalloc.alloc.policies import (
     INSTANT_FIT,
     POLICIES,
     XEN_VMAP,
+    carve_policy,
     check_int,
     check_power_of_two,
 )
@@ -584,8 +585,8 @@ class RangeAllocator:
             return child
 
     def _carve_policy(self, policy: str | None) -> str:
-        """Hook: the policy of a child carved with ``policy`` (None: this instance's)."""
-        return self._policy if policy is None else policy
+        """The policy of a child carved with ``policy`` (None: this instance's)."""
+        return carve_policy(self._policy if policy is None else policy)
 
     def children(self) -> list[RangeAllocator]:
         """Live carved children, by address (for walking a carve tree).  O(c log c)."""

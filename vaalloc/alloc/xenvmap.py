@@ -37,7 +37,7 @@ import attrs
 from vaalloc.alloc.allocator import Bad, RangeAllocator
 from vaalloc.alloc.errors import Unsupported
 from vaalloc.alloc.extents import ExtentIndex
-from vaalloc.alloc.policies import FIRST_FIT, XEN_VMAP, check_int
+from vaalloc.alloc.policies import XEN_VMAP, check_int
 from vaalloc.errors import AlignmentError, OutOfSpace, RangeError
 
 __all__ = ["XenGeometry", "XenVmapAllocator", "xen_align", "xen_geometry"]
@@ -201,9 +201,6 @@ class XenVmapAllocator(RangeAllocator, policy=XEN_VMAP):
             Unsupported: always.
         """
         raise Unsupported(f"{self._label}: reserve() is not part of Xen's vmap interface")
-
-    def _carve_policy(self, policy: str | None) -> str:
-        return FIRST_FIT if policy is None or policy == XEN_VMAP else policy
 
     # -- inspection -------------------------------------------------------------------------
 
