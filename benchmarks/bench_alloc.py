@@ -1,84 +1,92 @@
-"""Benchmark of the range allocator (issue 2): ``python3 -m benchmarks alloc``.
+"""Benchmark of the range allocator (issues 2 and 11): ``python3 -m benchmarks alloc``.
 
-Workload, a fragmented steady state: fill the region to ~60 % with runs of 1-16 granules, free
-every other run, then time 20 000 operations alternating ``alloc`` (1-64 granules, align 1-8)
-and ``free`` of a random live run.  The same seeded sequence drives
+Workload, a fragmented steady state: fill the region to ~60 % with runs of 1-16 granules (or
+with a fixed number of runs, for the large rows), free every other run, then time batches of
+operations alternating ``alloc`` (1-64 granules, align 1-8) and ``free`` of a random live run.
+Every row runs today's allocator (index v2) and the first one (index v1, a benchmark-only copy
+in benchmarks/legacy_alloc/) side by side on the same seeded operations and checks that both
+return the same addresses; the peer, ``tlsfallocator`` (sebbbi's OffsetAllocator in C++, the
+``bench`` extra), runs the same sizes (it is not first-fit and has no alignment: speed only).
 
-* ``xen_vmap``: vaalloc's O(log n) reproduction of Xen's vm_alloc/vm_free, and
-* ``plain``: the line-by-line port of Xen's loop (tests/reference/xen_vmap_plain.py),
-
-side by side at 2**14, 2**16, 196608 (Xen ARM32's 768 MiB VMAP) and 2**20 granules, and checks
-that both return the same addresses.  The plain port walks the bitmap, which makes it slow: it
-times only the first ``PLAIN_OPS[size]`` operations (the ratio compares both implementations on
-those same operations), and its fragmented starting state is copied bit for bit from the fast
-one (bitmap, vm_low, vm_top) instead of being rebuilt by 60k of its own allocations.
-Then the three generic policies run the same workload (their own placement, so their own
-sequence), and tracemalloc measures the free-extent index's memory per hole.
-
-Targets (2-core machine): >= 100k ops/s at every size, >= 25x the plain port at 196608,
-per-op cost growing <= 1.5x from 2**14 to 2**20.  Figures are medians of ``RUNS`` runs.
+Times are CPU seconds of this process (``time.process_time``: the machine is shared, and a
+descheduled process is not a slower allocator), medians of ``BATCHES`` batches of ``OPS``
+operations on one state per row.  Memory is tracemalloc's count of everything the allocator
+holds (the whole instance), divided by its live allocations and by its holes.
+``python3 -m benchmarks alloc --quick`` runs every section small (a smoke run, not figures).
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.legacy_alloc import RangeAllocator as LegacyAllocator
 from tests.reference.xen_vmap_plain import PlainXenVmap
 from vaalloc.alloc import RangeAllocator
-from vaalloc.alloc.extents import FreeIndex
 from vaalloc.errors import OutOfSpace
 
-SIZES = (1 << 14, 1 << 16, 196608, 1 << 20)
-OPS = 20_000
-PLAIN_OPS = {1 << 14: 2_000, 1 << 16: 1_000, 196608: 500, 1 << 20: 200}
-RUNS = 5
-PLAIN_RUNS = 3
-POLICY_RUNS = 3
 GRANULE = 4096
 BASE = 0x1000_0000
+OPS = 10_000
+BATCHES = 7
+SIZES = (1 << 14, 196608, 1 << 20, 1 << 30)
+HUGE = 1 << 30
+MEMORY_LIVE = (1_000, 10_000, 100_000, 1_000_000)
+#: Issue 11's targets, ops/s (and growth, bytes).
+TARGET_SMALL, TARGET_ANY, TARGET_1E5, TARGET_1E6 = 150_000, 120_000, 100_000, 80_000
+TARGET_BEST, TARGET_INSTANT, TARGET_GROWTH, TARGET_BYTES = 100_000, 150_000, 1.5, 200
 
-Alloc = Callable[[int, int], "int | None"]
-Free = Callable[[int], None]
+Op = tuple[int, int, float]
 
 
-def fragment(alloc: Alloc, free: Free, granules: int, rnd: random.Random) -> list[int]:
-    """Fill to ~60 % with runs of 1-16 granules, then free every other run."""
-    runs: list[int] = []
+def make(impl: type, policy: str, granules: int) -> Any:
+    """An allocator of ``impl`` (today's or the legacy class) for ``policy`` over the region."""
+    end = BASE + granules * GRANULE
+    if policy == "xen_vmap":
+        return impl.xen_vmap(BASE, end)
+    return impl(BASE, end, GRANULE, policy, True)
+
+
+def fill(a: Any, granules: int, rnd: random.Random, runs: int | None = None) -> list[int]:
+    """Fill to ~60 % (or with ``runs`` runs) of 1-16 granules, then free every other run;
+    return the live addresses."""
+    vas: list[int] = []
     used = 0
-    while used < granules * 6 // 10:
+    limit = granules * 6 // 10
+    while used < limit and (runs is None or len(vas) < runs):
         nr = rnd.randint(1, 16)
-        va = alloc(nr, 1)
-        if va is None:
+        try:
+            vas.append(a.alloc(nr, 1))
+        except OutOfSpace:
             break
-        runs.append(va)
         used += nr
-    for va in runs[::2]:
-        free(va)
-    return runs[1::2]
+    for va in vas[::2]:
+        a.free(va)
+    return vas[1::2]
 
 
-def make_ops(seed: int, n: int) -> list[tuple[int, int, float]]:
-    """The operation list: (nr, align, pick) per step; even steps alloc, odd steps free the
-    live run at index ``int(pick * len(live))``."""
+def make_ops(seed: int, n: int) -> list[Op]:
+    """(nr, align, pick) per step; even steps alloc, odd steps free the live run at index
+    ``int(pick * len(live))``."""
     rnd = random.Random(seed)
     return [(rnd.randint(1, 64), rnd.randint(1, 8), rnd.random()) for _ in range(n)]
 
 
-def run_ops(
-    alloc: Alloc, free: Free, live: list[int], ops: list[tuple[int, int, float]]
-) -> tuple[float, list[int | None], int]:
-    """Time the op list; return (seconds, alloc results, failed allocs)."""
+def run_ops(a: Any, live: list[int], ops: list[Op], xen: bool) -> tuple[float, list[int | None]]:
+    """Run the ops; return (CPU seconds, alloc results).  A generic instance gets the align
+    rounded to its lowest set bit (Xen's rule; generic align is a power of two)."""
     results: list[int | None] = []
-    failed = 0
-    t0 = time.perf_counter()
+    alloc, free = a.alloc, a.free
+    t0 = time.process_time()
     for i, (nr, align, pick) in enumerate(ops):
         if i & 1 and live:
             j = int(pick * len(live))
@@ -87,168 +95,328 @@ def run_ops(
             live.pop()
             free(va)
         else:
-            va = alloc(nr, align)
+            try:
+                va = alloc(nr, align if xen else align & -align)
+            except OutOfSpace:
+                results.append(None)
+                continue
             results.append(va)
-            if va is None:
-                failed += 1
+            live.append(va)
+    return time.process_time() - t0, results
+
+
+Config = tuple[str, int, "int | None"]  # policy, granules, runs filled (None: to ~60 %)
+
+
+def speeds(
+    configs: list[Config], seed: int, batches: int, ops: int
+) -> dict[Config, tuple[float, float]]:
+    """ops/s of today's allocator and the legacy one for each config, one state each, medians
+    of ``batches`` batches run round-robin over every state (so that all of a section's
+    figures, and the ratios between them, see the same machine); placements must be
+    identical."""
+    states = []
+    for policy, granules, runs in configs:
+        for impl in (RangeAllocator, LegacyAllocator):
+            a = make(impl, policy, granules)
+            states.append((a, fill(a, granules, random.Random(seed), runs), policy == "xen_vmap"))
+    times: list[list[float]] = [[] for _ in states]
+    for b in range(batches):
+        batch = make_ops(seed + 1 + b, ops)
+        order = range(len(states)) if b % 2 == 0 else reversed(range(len(states)))
+        results: dict[int, list[int | None]] = {}
+        for k in order:
+            a, live, xen = states[k]
+            t, results[k] = run_ops(a, live, batch, xen)
+            times[k].append(t)
+        for c, config in enumerate(configs):
+            if results[2 * c] != results[2 * c + 1]:
+                raise SystemExit(f"MISMATCH: v2 and v1 placed differently ({config})")
+    rates = [ops / statistics.median(t) for t in times]
+    return {config: (rates[2 * c], rates[2 * c + 1]) for c, config in enumerate(configs)}
+
+
+def speed(
+    policy: str, granules: int, runs: int | None, seed: int, batches: int, ops: int
+) -> tuple[float, float]:
+    """(v2, v1) ops/s for one config (see :func:`speeds`)."""
+    return speeds([(policy, granules, runs)], seed, batches, ops)[policy, granules, runs]
+
+
+def peer_speed(granules: int, runs: int | None, seed: int, batches: int, ops: int) -> float:
+    """ops/s of tlsfallocator's OffsetAllocator on the same sizes (no alignment)."""
+    import TLSFAllocator
+
+    nodes = 4 * (runs if runs is not None else granules // 8) + 4096
+    a = TLSFAllocator.OffsetAllocator(min(granules, (1 << 32) - 1), nodes)
+    rnd = random.Random(seed)
+    held = []
+    used = 0
+    while used < granules * 6 // 10 and (runs is None or len(held) < runs):
+        nr = rnd.randint(1, 16)
+        h = a.allocate(nr)
+        if h.offset == 0xFFFF_FFFF:
+            break
+        held.append(h)
+        used += nr
+    for h in held[::2]:
+        a.free(h)
+    live = held[1::2]
+    times = []
+    for b in range(batches):
+        batch = make_ops(seed + 1 + b, ops)
+        allocate, free = a.allocate, a.free
+        t0 = time.process_time()
+        for i, (nr, _align, pick) in enumerate(batch):
+            if i & 1 and live:
+                j = int(pick * len(live))
+                h = live[j]
+                live[j] = live[-1]
+                live.pop()
+                free(h)
             else:
-                live.append(va)
-    return time.perf_counter() - t0, results, failed
+                h = allocate(nr)
+                if h.offset != 0xFFFF_FFFF:
+                    live.append(h)
+        times.append(time.process_time() - t0)
+    return ops / statistics.median(times)
 
 
-def fast_ops(granules: int) -> tuple[Alloc, Free, RangeAllocator]:
-    a = RangeAllocator.xen_vmap(BASE, BASE + granules * GRANULE)
-
-    def alloc(nr: int, align: int) -> int | None:
-        try:
-            return a.alloc(nr, align)
-        except OutOfSpace:
-            return None
-
-    return alloc, a.free, a
+def have_peer() -> bool:
+    try:
+        import TLSFAllocator  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-def plain_ops(granules: int) -> tuple[Alloc, Free, PlainXenVmap]:
+def memory_region(live_target: int) -> int:
+    """Granules of the region the memory rows use for ``live_target`` live runs."""
+    return 1 << (64 * live_target - 1).bit_length()
+
+
+def memory(impl: type, policy: str, live_target: int) -> tuple[float, float, float, float]:
+    """tracemalloc bytes of one whole allocator per live allocation and per hole at
+    ``live_target`` live runs, twice: right after filling 2N runs of 1-16 granules and freeing
+    every other ("filled"), then after N more alloc/free operations of 1-16 granules ("steady",
+    the state a long-lived allocator is in).  The region is the power of two of at least 64N
+    granules (about three times what the fill uses).  Returns (filled per live, filled per
+    hole, steady per live, steady per hole)."""
+    rnd = random.Random(7)
+    ops = [(rnd.randint(1, 16), 1, rnd.random()) for _ in range(live_target)]
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    granules = memory_region(live_target)
+    a = make(impl, policy, granules)
+    live = fill(a, granules, random.Random(8), 2 * live_target)
+    out = []
+    for churn in (False, True):
+        if churn:
+            run_ops(a, live, ops, policy == "xen_vmap")
+        held = sys.getsizeof(live) + sum(sys.getsizeof(va) for va in live)  # the benchmark's
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - base - held
+        stats = a.stats()
+        out += [size / stats.live, size / stats.holes]
+    tracemalloc.stop()
+    return out[0], out[1], out[2], out[3]
+
+
+def bitmap_upkeep(
+    granules: int, runs: int | None, seed: int, ops: int
+) -> tuple[float, float, float]:
+    """What keeping the bitmap on the hot path would cost, against building it on demand.
+
+    Replays the bit runs that ``ops`` operations set and clear (recorded from a v2 xen_vmap
+    instance) on a ChunkedBitmap holding the same state, as the alloc and free paths would
+    have to: returns (ns of bitmap upkeep per op, ns per v2 op, ms to build the bitmap from
+    the tags with ``bitmap()``).
+    """
+    a = make(RangeAllocator, "xen_vmap", granules)
+    live = fill(a, granules, random.Random(seed), runs)
+    batch = make_ops(seed + 1, ops)
+    t0 = time.process_time()
+    bitmap = a.bitmap()
+    build = time.process_time() - t0
+    events: list[tuple[bool, int, int]] = []
+    alloc, free = a.alloc, a.free
+    t0 = time.process_time()
+    for i, (nr, align, pick) in enumerate(batch):
+        if i & 1 and live:
+            j = int(pick * len(live))
+            va = live[j]
+            live[j] = live[-1]
+            live.pop()
+            u = (va - BASE) // GRANULE
+            events.append((False, u, free(va)))
+        else:
+            try:
+                va = alloc(nr, align)
+            except OutOfSpace:
+                continue
+            live.append(va)
+            events.append((True, (va - BASE) // GRANULE, nr))
+    op_time = time.process_time() - t0
+    set_run, clear_run = bitmap.set_run, bitmap.clear_run
+    t0 = time.process_time()
+    for is_set, u, nr in events:
+        if is_set:
+            set_run(u, nr)
+        else:
+            clear_run(u, nr)
+    upkeep = time.process_time() - t0
+    if bitmap.popcount() != a.stats().used:
+        raise SystemExit("bitmap_upkeep: the replayed bitmap differs from the allocator's")
+    return upkeep / ops * 1e9, op_time / ops * 1e9, build * 1e3
+
+
+def plain_ratio(granules: int, nops: int, seed: int) -> tuple[float, float]:
+    """xen_vmap against the line-by-line port of Xen's loop on the same ops, the plain port
+    starting from a state copied bit for bit (its own fill would take minutes)."""
+    a = make(RangeAllocator, "xen_vmap", granules)
+    live = fill(a, granules, random.Random(seed), None)
     p = PlainXenVmap(granules, GRANULE)
-
-    def alloc(nr: int, align: int) -> int | None:
-        bit = p.vm_alloc(nr, align)
-        return None if bit is None else BASE + bit * GRANULE
-
-    def free(va: int) -> None:
-        p.vm_free((va - BASE) // GRANULE)
-
-    return alloc, free, p
-
-
-def plain_copy(a: RangeAllocator, granules: int) -> tuple[Alloc, Free, PlainXenVmap]:
-    """The plain port in exactly the state of the xen_vmap instance ``a``."""
-    alloc, free, p = plain_ops(granules)
-    p.vm_top = a.vm_top
-    p.vm_low = a.vm_low
+    p.vm_top, p.vm_low = a.vm_top, a.vm_low
     p._ensure(p.vm_top)
-    for va, nr in a.allocations():  # the bitmap pages are already set by vm_init_type
+    for va, nr in a.allocations():
         first = (va - BASE) // GRANULE
         for bit in range(first, first + nr):
             p.set_bit(bit)
-    if sum(w.bit_count() for w in p.bitmap) != a.stats().used:
-        raise SystemExit("plain_copy: the copied bitmap differs")
-    return alloc, free, p
+
+    class Plain:
+        def alloc(self, nr: int, align: int) -> int:
+            bit = p.vm_alloc(nr, align)
+            if bit is None:
+                raise OutOfSpace("plain port: vm_alloc returned NULL")
+            return BASE + bit * GRANULE
+
+        def free(self, va: int) -> None:
+            p.vm_free((va - BASE) // GRANULE)
+
+    batch = make_ops(seed + 1, nops)
+    plain_live = list(live)
+    tp, rp = run_ops(Plain(), plain_live, batch, True)
+    tf, rf = run_ops(a, live, batch, True)
+    if rp != rf:
+        raise SystemExit(f"MISMATCH between xen_vmap and the plain port at {granules}")
+    return nops / tf, nops / tp
 
 
-def policy_ops(granules: int, policy: str) -> tuple[Alloc, Free, RangeAllocator]:
-    a = RangeAllocator(BASE, BASE + granules * GRANULE, GRANULE, policy, True)
-
-    def alloc(nr: int, align: int) -> int | None:
-        try:
-            # Generic align is a power of two: use the same rule as Xen (lowest set bit).
-            return a.alloc(nr, align & -align)
-        except OutOfSpace:
-            return None
-
-    return alloc, a.free, a
+# -- the report ---------------------------------------------------------------------------
 
 
-def one_run(
-    factory: Callable[[int], tuple[Alloc, Free, object]], granules: int, seed: int, nops: int
-) -> tuple[float, list[int | None], int]:
-    alloc, free, _ = factory(granules)
-    live = fragment(alloc, free, granules, random.Random(seed))
-    return run_ops(alloc, free, live, make_ops(seed + 1, nops))
+def _k(x: float) -> str:
+    return f"{x / 1000:,.0f}k"
 
 
-def plain_run(granules: int, seed: int, nops: int) -> tuple[float, list[int | None], int]:
-    """Fragment with the fast implementation, copy the state into the plain port, time it."""
-    alloc, free, a = fast_ops(granules)
-    live = fragment(alloc, free, granules, random.Random(seed))
-    p_alloc, p_free, _ = plain_copy(a, granules)
-    return run_ops(p_alloc, p_free, live, make_ops(seed + 1, nops))
+def _row(label: str, old: float, new: float, target: float, higher: bool = True) -> None:
+    met = new >= target if higher else new <= target
+    if higher:
+        cells = f"{_k(old):>10} {_k(new):>10} {new / old:>6.2f}x {'>= ' + _k(target):>9}"
+    else:
+        cells = f"{old:>9.2f}x {new:>9.2f}x {'':>7} {'<= ' + str(target) + 'x':>9}"
+    print(f"{label:<46} {cells}  {'met' if met else 'MISSED'}", flush=True)
 
 
-def index_bytes_per_hole(granules: int) -> tuple[float, int]:
-    """tracemalloc: bytes of a FreeIndex rebuilt from a fragmented xen_vmap's holes."""
-    alloc, free, a = fast_ops(granules)
-    live = fragment(alloc, free, granules, random.Random(7))
-    run_ops(alloc, free, live, make_ops(8, OPS))
-    holes = list(a._index.holes())
-    lo, hi = a._index.lo, a._index.hi
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    idx = FreeIndex(
-        lo, hi, guard=True, guard_at_lo=True, use_classes=True, use_by_len=False, max_length=hi
-    )
-    for s, e in holes:
-        idx.add(s + 0, e + 0)  # fresh int objects, as a live allocator's holes have
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return (after - before) / max(len(holes), 1), len(holes)
-
-
-def main() -> None:
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv or os.environ.get("VAALLOC_BENCH_QUICK") == "1"
+    batches, ops = (2, 1_000) if quick else (BATCHES, OPS)
+    sizes = (1 << 12, 1 << 14) if quick else SIZES[:3]
+    huge_live = (1_000, 2_000) if quick else (100_000, 1_000_000)
+    mem_live = (500, 1_000) if quick else MEMORY_LIVE
     print(__doc__.split("\n\n")[0])
-    print(f"medians of {RUNS} runs (plain port: {PLAIN_RUNS} runs of its first ops, below)\n")
-    header = (
-        f"{'granules':>9} {'xen_vmap ops/s':>15} {'us/op':>7} {'failed':>7} "
-        f"{'plain ops':>9} {'plain ops/s':>12} {'fast, same ops':>15} {'ratio':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    per_op: dict[int, float] = {}
-    ratios: dict[int, float] = {}
-    for granules in SIZES:
-        fast_t = []
-        fast_head_t = []
-        plain_t = []
-        failed = 0
-        nplain = PLAIN_OPS[granules]
-        for r in range(RUNS):
-            t, _, failed = one_run(fast_ops, granules, 100 + r, OPS)
-            fast_t.append(t)
-            th, res_head, _ = one_run(fast_ops, granules, 100 + r, nplain)
-            fast_head_t.append(th)
-            if r < PLAIN_RUNS:
-                tp, res_plain, _ = plain_run(granules, 100 + r, nplain)
-                plain_t.append(tp)
-                if res_plain != res_head:
-                    raise SystemExit(f"MISMATCH between xen_vmap and the plain port at {granules}")
-        fast = statistics.median(fast_t)
-        head = statistics.median(fast_head_t)
-        plain = statistics.median(plain_t)
-        per_op[granules] = fast / OPS
-        ratios[granules] = plain / head
-        print(
-            f"{granules:>9} {OPS / fast:>15,.0f} {fast / OPS * 1e6:>7.2f} {failed:>7} "
-            f"{nplain:>9} {nplain / plain:>12,.0f} {nplain / head:>15,.0f} {plain / head:>6.1f}x"
+    load = os.getloadavg()[0]
+    note = " [quick: a smoke run, not figures]" if quick else ""
+    print(f"CPU time, medians of {batches} batches of {ops} ops; load {load:.1f} (2 cores){note}")
+    peer = have_peer()
+    if not peer:
+        print("note: tlsfallocator is not installed (pip install '.[bench]'): no peer row")
+
+    rows: dict[tuple[str, str], tuple[float, float]] = {}
+    print(f"\n{'measure':<46} {'v1 today':>10} {'v2 now':>10} {'v2/v1':>7} {'target':>9}")
+    for policy in ("xen_vmap", "first-fit"):
+        # The last column: the region grows to 2**30 granules, the work stays that of 2**20.
+        same_work = 2 * len(
+            fill(make(RangeAllocator, policy, sizes[-1]), sizes[-1], random.Random(100))
         )
-    growth = per_op[SIZES[-1]] / per_op[SIZES[0]]
-    print(f"\nper-op cost growth 2^14 -> 2^20: {growth:.2f}x (target <= 1.5x)")
-    print(f"ratio at 196608: {ratios[196608]:.1f}x (target >= 25x)")
-    print(f"slowest xen_vmap size: {1 / max(per_op.values()):,.0f} ops/s (target >= 100k)")
+        configs: list[Config] = [(policy, g, None) for g in sizes] + [(policy, HUGE, same_work)]
+        got = speeds(configs, 100, batches, ops)
+        for (_, granules, runs), (new, old) in got.items():
+            key = str(granules) if runs is None else "huge"
+            rows[policy, key] = (new, old)
+            label = f"{granules} granules" if runs is None else "2^30 granules (same fill)"
+            target = TARGET_SMALL if granules == sizes[0] else TARGET_ANY
+            _row(f"{policy} ops/s at {label}", old, new, target)
+    for policy in ("xen_vmap", "first-fit"):
+        small, big = rows[policy, str(sizes[0])], rows[policy, str(sizes[-1])]
+        _row(
+            f"{policy} cost growth {sizes[0]} -> {sizes[-1]}",
+            small[1] / big[1],
+            small[0] / big[0],
+            TARGET_GROWTH,
+            higher=False,
+        )
+    for live, target in zip(huge_live, (TARGET_1E5, TARGET_1E6), strict=True):
+        configs = [(policy, HUGE, 2 * live) for policy in ("first-fit", "xen_vmap")]
+        for (policy, _, _), (new, old) in speeds(configs, 200, max(3, batches - 2), ops).items():
+            rows[policy, f"live{live}"] = (new, old)
+            _row(f"{policy} ops/s, 2^30 granules, {live:,} live", old, new, target)
+    configs = [(policy, sizes[-1], None) for policy in ("best-fit", "instant-fit")]
+    for (policy, _, _), (new, old) in speeds(configs, 100, batches, ops).items():
+        rows[policy, str(sizes[-1])] = (new, old)
+        target = TARGET_BEST if policy == "best-fit" else TARGET_INSTANT
+        _row(f"{policy} ops/s at {sizes[-1]} granules", old, new, target)
 
     print(
-        f"\ngeneric policies, same workload (guard=True, align rounded to its lowest set bit), "
-        f"medians of {POLICY_RUNS} runs"
+        f"\nmemory (tracemalloc, whole allocator): bytes per live allocation / per hole; "
+        f"target <= {TARGET_BYTES} per live; region 2^{memory_region(mem_live[0]).bit_length() - 1}"
+        f"..2^{memory_region(mem_live[-1]).bit_length() - 1} granules"
     )
-    header = f"{'granules':>9} " + " ".join(
-        f"{p:>14}" for p in ("first-fit", "best-fit", "instant-fit")
+    print(
+        f"{'live':>9} {'policy':<12} {'v1 filled':>11} {'v2 filled':>11} {'v1 steady':>11} "
+        f"{'v2 steady':>11}"
     )
-    print(header + "   (ops/s)")
-    print("-" * len(header))
-    for granules in SIZES:
-        cells = []
-        for policy in ("first-fit", "best-fit", "instant-fit"):
-            times = [
-                one_run(lambda g, p=policy: policy_ops(g, p), granules, 100 + r, OPS)[0]
-                for r in range(POLICY_RUNS)
-            ]
-            cells.append(f"{OPS / statistics.median(times):>14,.0f}")
-        print(f"{granules:>9} " + " ".join(cells))
+    for live in mem_live:
+        for policy in ("xen_vmap", "first-fit", "best-fit"):
+            if policy != "xen_vmap" and live > 100_000:
+                continue  # tracemalloc makes a million-run fill slow: one policy there
+            v1 = memory(LegacyAllocator, policy, live)
+            v2 = memory(RangeAllocator, policy, live)
+            cells = [f"{v[i]:.0f}/{v[i + 1]:.0f}" for i in (0, 2) for v in (v1, v2)]
+            print(f"{live:>9,} {policy:<12} " + " ".join(f"{c:>11}" for c in cells), flush=True)
 
-    print("\nfree-extent index memory (tracemalloc, index rebuilt from a fragmented xen_vmap)")
-    for granules in SIZES:
-        per_hole, holes = index_bytes_per_hole(granules)
-        print(f"{granules:>9} granules: {holes:>7} holes, {per_hole:6.0f} bytes/hole")
+    if peer:
+        print("\npeer: tlsfallocator (OffsetAllocator, C++ TLSF; no alignment, not first-fit)")
+        print(f"{'state':<32} {'peer ops/s':>11} {'v2 xen_vmap':>12} {'peer / v2':>10}")
+        for label, granules, runs, key in (
+            (f"{sizes[0]} granules", sizes[0], None, str(sizes[0])),
+            (f"{sizes[-1]} granules", sizes[-1], None, str(sizes[-1])),
+            (f"2^30, {huge_live[0]:,} live", HUGE, 2 * huge_live[0], f"live{huge_live[0]}"),
+            (f"2^30, {huge_live[1]:,} live", HUGE, 2 * huge_live[1], f"live{huge_live[1]}"),
+        ):
+            rate = peer_speed(granules, runs, 100 if runs is None else 200, batches, ops)
+            ours = rows["xen_vmap", key][0]
+            print(f"{label:<32} {_k(rate):>11} {_k(ours):>12} {rate / ours:>9.1f}x", flush=True)
+
+    print("\nthe bitmap: kept on the alloc/free path (v1) or built from the tags on demand (v2)")
+    for label, granules, runs in (
+        (f"{sizes[-1]} granules", sizes[-1], None),
+        (f"2^30, {huge_live[0]:,} live", HUGE, 2 * huge_live[0]),
+    ):
+        upkeep, per_op, build = bitmap_upkeep(granules, runs, 300, ops)
+        print(
+            f"{label:<28} upkeep {upkeep:4.0f} ns/op = {upkeep / per_op:4.0%} of a v2 op "
+            f"({per_op:,.0f} ns); bitmap() builds it in {build:.1f} ms"
+        )
+
+    granules, nops = (1 << 14, 200) if quick else (196608, 500)
+    fast, plain = plain_ratio(granules, nops, 100)
+    print(
+        f"\nxen_vmap against the plain port of vm_alloc at {granules} granules, first {nops} "
+        f"ops: {_k(fast)} vs {plain:,.0f} ops/s = {fast / plain:,.0f}x (issue 2: >= 25x)"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

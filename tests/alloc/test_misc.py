@@ -188,3 +188,21 @@ def test_threaded_stress_no_overlap_no_lost_pages(policy: str) -> None:
     with pytest.raises(InvalidFree):
         a.free(runs[0][0]) if runs else a.free(-1)
     assert a.stats().used == base_used
+
+
+def test_a_child_returns_through_the_parents_public_reclaim() -> None:
+    parent = RangeAllocator(0, 256 * G, name="parent")
+    other = RangeAllocator(0, 256 * G, name="other")
+    child = parent.carve(8, name="kid")
+    before = parent.snapshot()
+    with pytest.raises(RangeError):
+        parent.reclaim(child)  # not released: the parent refuses, nothing changes
+    with pytest.raises(RangeError):
+        other.reclaim(child)  # not this instance's child
+    assert parent.snapshot() == before and not child.released
+    child.release()  # calls parent.reclaim(child)
+    assert child.released and parent.children() == []
+    assert parent.stats().used == 0
+    with pytest.raises(RangeError):
+        parent.reclaim(child)  # already taken back
+    assert parent.alloc(8) == 0  # the range is free again

@@ -223,3 +223,27 @@ def test_xen_long_sequences(ops: list[tuple[bool, int, int]]) -> None:
             live.append(bit)
         assert fast.vm_low == plain.vm_low
     fast.check()
+
+
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(1, 40), st.integers(0, 8)), max_size=120))
+def test_bitmap_is_the_bitmap_xen_keeps(ops: list[tuple[bool, int, int]]) -> None:
+    """bitmap(), built from the run tags, is bit for bit the plain port's bitmap (bitmap pages
+    included) below vm_top, and clear above it."""
+    fast = RangeAllocator.xen_vmap(VMAP_START, VMAP_START + 40000 * PAGE)
+    plain = PlainXenVmap(40000)
+    live: list[int] = []
+    for is_free, nr, align in ops:
+        if is_free and live:
+            bit = live.pop(nr % len(live))
+            plain.vm_free(bit)
+            fast.free(VMAP_START + bit * PAGE)
+        else:
+            bit = plain.vm_alloc(nr, align)
+            if bit is None:
+                continue
+            assert fast.alloc(nr, align) == VMAP_START + bit * PAGE
+            live.append(bit)
+    bitmap = fast.bitmap()
+    top = fast.vm_top
+    assert [bitmap.test(b) for b in range(top)] == [plain.test_bit(b) for b in range(top)]
+    assert bitmap.next_set(top, 1 << 20) == 1 << 20

@@ -2,45 +2,57 @@
 
 Design (what a C port keeps):
 
-* the **bitmap** (:class:`~vaalloc.alloc.bitmap.ChunkedBitmap`) is the ground truth, one bit per
-  granule, set = in use.  It is sparse, so the range may be 2**36 granules;
-* the **free-extent index** (:class:`~vaalloc.alloc.extents.FreeIndex`) lists every hole and
-  answers placement searches in O(log n) of the number of holes; ``check()`` proves it agrees
-  with the bitmap;
-* ``_live`` maps each allocation's first unit to its length, because with ``guard=False`` two
-  allocations may touch and the bitmap alone cannot tell where one ends.
+* the **extent index** (:class:`~vaalloc.alloc.extents.ExtentIndex`) holds one boundary tag
+  per allocated run (its length and its neighbours in address order, in one dict keyed by
+  position) and files every hole on the free list of its size class and colour; placement
+  searches cost O(1) in the common case (see that module);
+* the **bitmap** (:class:`~vaalloc.alloc.bitmap.ChunkedBitmap`, one bit per granule, set = in
+  use) is the ground truth the semantics are written in (Xen's vm_alloc walks one).  It is not
+  kept on the alloc/free path: the run tags *are* its run-length encoding, and
+  :meth:`RangeAllocator.bitmap` builds it from them on demand, bit for bit; ``check()`` builds
+  it and proves that the index's holes are exactly its clear runs.
 
-Units: inside the instance every position is a *unit* (a granule number).  Generic instances
-use absolute granule numbers (``va // granule``), so ``align``/``phase``/``nocross`` are
-absolute, as in vmem.  :meth:`RangeAllocator.xen_vmap` instances use bit numbers relative to
-the region base, as Xen's bitmap does, so their alignment is index-relative, as in Xen.
+Units: inside the instance every position is a *unit*, a granule number counted from the
+instance's origin.  Generic instances count from 0 (``va // granule``), so ``align``/``phase``/
+``nocross`` are absolute, as in vmem.
+
+Window: units ``[lo, top)`` are indexed; ``[first, lo)`` is a used prefix the allocator owns
+itself (empty for a generic instance) and ``[top, hi)`` is free but not yet indexed (a window
+that grows lazily; ``top == hi`` for a generic instance).  Xen's vmap (the subclass in
+:mod:`vaalloc.alloc.xenvmap`) uses both: the bitmap pages, and ``vm_top``.
+
+Hooks a subclass overrides (documented where defined): ``_alloc_locked``, ``_release_run``,
+``_bind_search``, ``_free_extents``, ``_mode_problem``, ``_snapshot_extra``,
+``_restore_extra``, ``_install_extra`` and the ``vm_*`` properties.  A subclass registers
+itself for a policy name (``class X(RangeAllocator, policy="..."``) so that the factory
+classmethods find it without this module importing it.
 
 Locking: one ``threading.Lock`` per instance, taken by every public call.  ``carve`` takes the
-parent's lock only; ``release`` takes the child's, then the parent's (always child before
-parent, so two threads cannot deadlock).
+parent's lock only; ``release`` takes the child's, then (in the parent's ``reclaim``) the
+parent's: always child before parent, so two threads cannot deadlock.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import attrs
 
 from vaalloc.alloc.bitmap import ChunkedBitmap
 from vaalloc.alloc.errors import InUse, Unsupported
-from vaalloc.alloc.extents import FreeIndex, fit_in
+from vaalloc.alloc.extents import ExtentIndex, fit_in
 from vaalloc.alloc.policies import (
     BEST_FIT,
     FIRST_FIT,
     INSTANT_FIT,
     POLICIES,
     XEN_VMAP,
+    carve_policy,
     check_int,
     check_power_of_two,
 )
-from vaalloc.alloc.xenvmap import XenGeometry, xen_align, xen_geometry
 from vaalloc.errors import (
     AlignmentError,
     InvalidFree,
@@ -54,6 +66,16 @@ __all__ = ["SNAPSHOT_FORMAT", "AllocStats", "RangeAllocator"]
 
 #: The ``format`` field of every snapshot this version writes and accepts.
 SNAPSHOT_FORMAT = "vaalloc.RangeAllocator/1"
+
+#: The keys every snapshot has (a subclass may add its own, see ``_snapshot_extra``).
+_SNAPSHOT_KEYS = frozenset(
+    {"format", "name", "start", "end", "granule", "policy", "guard", "allocations", "carves"}
+)
+
+#: A policy search: (nr, align, phase, nocross, lo, hi) -> (hole id, start) or None.
+Search = Callable[[int, int, int, int, "int | None", "int | None"], "tuple[int, int] | None"]
+#: Raises SnapshotError with the reason (used while validating a snapshot).
+Bad = Callable[[str], SnapshotError]
 
 
 @attrs.frozen
@@ -92,15 +114,16 @@ class RangeAllocator:
 
     __slots__ = (
         "__weakref__",
-        "_bitmap",
         "_children",
         "_end",
+        "_first",
+        "_floor",
         "_granule",
         "_guard",
         "_hi",
         "_index",
         "_label",
-        "_live",
+        "_lead_guard",
         "_lo",
         "_lock",
         "_name",
@@ -111,9 +134,16 @@ class RangeAllocator:
         "_search",
         "_start",
         "_used",
-        "_vm_low",
-        "_xen",
     )
+
+    #: Factories of the policies that have a class of their own, by policy name: filled by
+    #: ``__init_subclass__`` when their module is imported (``vaalloc.alloc`` imports them).
+    _variants: ClassVar[dict[str, Callable[..., RangeAllocator]]] = {}
+
+    def __init_subclass__(cls, *, policy: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if policy is not None:
+            RangeAllocator._variants[policy] = cls
 
     def __init__(
         self,
@@ -124,21 +154,20 @@ class RangeAllocator:
         guard: bool = True,
         name: str | None = None,
     ) -> None:
-        self._setup(start, end, granule, policy, guard, name, xen=False)
+        self._configure(start, end, granule, policy, guard, name)
+        if policy not in POLICIES:
+            raise RangeError(
+                f"{self._label}: unknown policy {policy!r}; expected one of {POLICIES}"
+            )
+        lo = start // granule
+        self._open(origin=0, first=lo, lo=lo, top=end // granule, hi=end // granule)
 
     # -- construction -----------------------------------------------------------------------
 
-    def _setup(
-        self,
-        start: int,
-        end: int,
-        granule: int,
-        policy: str,
-        guard: bool,
-        name: str | None,
-        *,
-        xen: bool,
+    def _configure(
+        self, start: int, end: int, granule: int, policy: str, guard: bool, name: str | None
     ) -> None:
+        """Validate and set the configuration every instance has."""
         label = name if isinstance(name, str) else f"RangeAllocator@{start!r}"
         who = f"allocator {label!r}"
         granule = check_power_of_two(granule, "granule", who)
@@ -154,63 +183,56 @@ class RangeAllocator:
             raise RangeError(f"{who}: guard must be a bool, got {guard!r}")
         if name is not None and not isinstance(name, str):
             raise RangeError(f"{who}: name must be a str or None, got {name!r}")
-        if not xen and policy not in POLICIES:
-            raise RangeError(f"{who}: unknown policy {policy!r}; expected one of {POLICIES}")
         self._name = label
         self._label = who
         self._start = start
         self._end = end
         self._granule = granule
-        self._policy = XEN_VMAP if xen else policy
-        self._guard = True if xen else guard
+        self._policy = policy
+        self._guard = guard
         self._parent: RangeAllocator | None = None
         self._released = False
         self._lock = threading.Lock()
-        self._live: dict[int, int] = {}
-        self._used = 0  # set bits, kept in step with the bitmap so stats() is O(1)
         self._children: dict[int, RangeAllocator] = {}
-        self._bitmap = ChunkedBitmap()
-        if xen:
-            geo = xen_geometry((end - start) // granule, granule)
-            self._xen: XenGeometry | None = geo
-            self._origin = start // granule
-            self._lo = geo.vm_low
-            self._hi = geo.vm_end
-            self._vm_low = geo.vm_low
-            self._bitmap.set_run(0, geo.vm_low)  # the bitmap's own pages (bitmap_fill)
-            self._used = geo.vm_low
-            self._index = self._new_index(geo.vm_low, geo.vm_top)
-            if geo.vm_low < geo.vm_top:
-                self._index.add(geo.vm_low, geo.vm_top)
-        else:
-            self._xen = None
-            self._origin = 0
-            self._lo = start // granule
-            self._hi = end // granule
-            self._vm_low = 0
-            self._index = self._new_index(self._lo, self._hi)
-            self._index.add(self._lo, self._hi)
+
+    def _open(
+        self, *, origin: int, first: int, lo: int, top: int, hi: int, lead_guard: bool = False
+    ) -> None:
+        """Lay the window out (units counted from ``origin``): ``[first, lo)`` is a used prefix
+        the allocator owns (a subclass's; generic instances have none), ``[lo, top)`` is
+        indexed, ``[top, hi)`` is free but not indexed yet.  ``lead_guard``: a guard unit is
+        kept after the prefix."""
+        self._origin = origin
+        self._first = first
+        self._lo = lo
+        self._hi = hi
+        # The floor sentinel ends at lo: the prefix, or a virtual unit just below the range.
+        self._floor = first if first < lo else lo - 1
+        self._lead_guard = lead_guard
+        self._used = lo - first
+        self._index = self._new_index(top, [])
         self._bind_search()
 
-    def _bind_search(self) -> None:
-        """Bind the policy's search to the current index (again after every restore)."""
-        self._search = {
-            FIRST_FIT: self._index.first_fit,
-            XEN_VMAP: self._index.first_fit,
-            BEST_FIT: self._index.best_fit,
-            INSTANT_FIT: self._index.instant_fit,
-        }[self._policy]
-
-    def _new_index(self, lo: int, hi: int) -> FreeIndex:
-        return FreeIndex(
-            lo,
-            hi,
+    def _new_index(self, top: int, runs: list[tuple[int, int]]) -> ExtentIndex:
+        return ExtentIndex.build(
+            self._lo,
+            top,
+            runs,
+            floor=self._floor,
             guard=self._guard,
-            guard_at_lo=self._xen is not None,
-            use_classes=self._policy != BEST_FIT,
-            use_by_len=self._policy == BEST_FIT,
+            lead_guard=self._lead_guard,
+            by_length=self._policy == BEST_FIT,
             max_length=self._hi - self._lo,
         )
+
+    def _bind_search(self) -> None:
+        """Hook: bind the policy's search to the current index (again after every restore)."""
+        index = self._index
+        self._search = {
+            FIRST_FIT: index.first_fit,
+            BEST_FIT: index.best_fit,
+            INSTANT_FIT: index.instant_fit,
+        }[self._policy]
 
     @classmethod
     def xen_vmap(
@@ -228,19 +250,18 @@ class RangeAllocator:
         ``<=`` suffices.  For ``[0x10000000, 0x40000000)`` ``vm_low`` is 6, ``vm_top`` 32768
         and the first ``alloc(1)`` returns ``0x10007000``.
 
-        Each operation costs O(log n) in the number of holes (the search is Xen's first fit,
-        answered by the free-extent index instead of a bitmap walk).  ``phase``, ``nocross``,
-        ``min_addr``, ``max_addr`` and ``reserve`` are not part of Xen's interface and raise
+        Each operation costs O(1) (the search is Xen's first fit, answered by the extent
+        index instead of a bitmap walk).  ``phase``, ``nocross``, ``min_addr``, ``max_addr``
+        and ``reserve`` are not part of Xen's interface and raise
         :class:`~vaalloc.alloc.errors.Unsupported`.  A failed ``alloc`` changes nothing here,
         while Xen leaves ``vm_top`` grown to ``vm_end``; placement is the same either way,
-        because ``vm_top`` only bounds the last hole.
+        because ``vm_top`` only bounds the last hole.  The class is
+        :class:`vaalloc.alloc.xenvmap.XenVmapAllocator`.
 
         Raises:
             RangeError, AlignmentError: as the constructor.
         """
-        self: RangeAllocator = _XenVmapAllocator.__new__(_XenVmapAllocator)
-        self._setup(start, end, granule, XEN_VMAP, True, name, xen=True)
-        return self
+        return RangeAllocator._variants[XEN_VMAP](start, end, granule, name)
 
     # -- read-only properties ---------------------------------------------------------------
 
@@ -289,30 +310,22 @@ class RangeAllocator:
         """Xen's ``vm_low`` (a bit index; search hint, lowest known clear bit).
 
         Raises Unsupported on a non-Xen instance."""
-        self._require_xen("vm_low")
-        return self._vm_low
+        raise self._no_such("vm_low")
 
     @property
     def vm_top(self) -> int:
         """Xen's ``vm_top`` (bits covered by the mapped bitmap pages).
 
         Raises Unsupported on a non-Xen instance."""
-        self._require_xen("vm_top")
-        return self._index.hi
+        raise self._no_such("vm_top")
 
     @property
     def vm_end(self) -> int:
         """Xen's ``vm_end`` (bits in the region).  Raises Unsupported on a non-Xen instance."""
-        geo = self._require_xen("vm_end")
-        return geo.vm_end
+        raise self._no_such("vm_end")
 
-    def _require_xen(self, what: str) -> XenGeometry:
-        if self._xen is None:
-            raise Unsupported(f"{self._who()}: {what} exists only on xen_vmap instances")
-        return self._xen
-
-    def _who(self) -> str:
-        return self._label
+    def _no_such(self, what: str) -> Unsupported:
+        return Unsupported(f"{self._label}: {what} exists only on xen_vmap instances")
 
     def __repr__(self) -> str:
         return (
@@ -339,8 +352,8 @@ class RangeAllocator:
         of ``nocross`` granules (0 = no constraint); it lies inside ``[min_addr, max_addr)``
         (bytes, ``max_addr`` exclusive).  The policy picks among the runs that satisfy them.
 
-        Cost: O(log n) in the number of holes for an unconstrained request; see
-        :mod:`vaalloc.alloc.extents` for the constrained cases.
+        Cost: O(1) for ``align <= 8`` without other constraints; see
+        :mod:`vaalloc.alloc.extents` for the others.
 
         Raises:
             RangeError: ``nr`` < 1 or not an int; ``min_addr``/``max_addr`` outside the range
@@ -367,7 +380,7 @@ class RangeAllocator:
         min_addr: int | None,
         max_addr: int | None,
     ) -> int:
-        """:meth:`alloc` with the lock held (also used by :meth:`carve`)."""
+        """Hook: :meth:`alloc` with the lock held (also what :meth:`carve` allocates with)."""
         if nr.__class__ is not int or nr < 1:
             raise RangeError(f"{self._label}: nr={nr!r} must be an int of at least 1")
         if align.__class__ is not int or align != 1:
@@ -379,19 +392,17 @@ class RangeAllocator:
         lo_u = hi_u = None
         if min_addr is not None or max_addr is not None:
             lo_u, hi_u = self._window(min_addr, max_addr)
-        index = self._index
-        u = self._search(nr, align, phase, nocross, lo_u, hi_u)
-        if u < 0:
+        found = self._search(nr, align, phase, nocross, lo_u, hi_u)
+        if found is None:
             raise OutOfSpace(
                 f"{self._label}: no free run of nr={nr} granules (align={align}, "
                 f"phase={phase}, nocross={nocross}, min_addr={min_addr!r}, "
                 f"max_addr={max_addr!r})"
             )
-        index.take(index.found, u, u + nr)
-        self._bitmap.set_run(u, nr)
-        self._live[u] = nr
+        p, u = found
+        self._index.take(p, u, nr)
         self._used += nr
-        return u * self._granule
+        return (u + self._origin) * self._granule
 
     def _check_phase_nocross(self, nr: int, align: int, phase: object, nocross: object) -> None:
         who = self._label
@@ -409,7 +420,7 @@ class RangeAllocator:
             raise AlignmentError(f"{who}: nocross must be an int, got {nocross!r}")
 
     def _window(self, min_addr: int | None, max_addr: int | None) -> tuple[int | None, int | None]:
-        who = self._who()
+        who = self._label
         g = self._granule
         lo = self._start if min_addr is None else check_int(min_addr, "min_addr", who)
         hi = self._end if max_addr is None else check_int(max_addr, "max_addr", who)
@@ -422,91 +433,18 @@ class RangeAllocator:
                 f"{who}: window [min_addr={lo:#x}, max_addr={hi:#x}) is empty or outside "
                 f"[{self._start:#x}, {self._end:#x})"
             )
-        return (None if min_addr is None else lo // g), (None if max_addr is None else hi // g)
-
-    def _take(self, u: int, nr: int, s: int) -> None:
-        """Mark ``[u, u + nr)`` used: split its hole ``[s, e)``, set the bits, record the run.
-
-        Precondition: the run lies in the hole starting at ``s`` and respects the guards (the
-        search or ``reserve`` proved it).  Cannot fail, so a failed call never gets this far.
-        """
-        self._index.take(s, u, u + nr)
-        self._bitmap.set_run(u, nr)
-        self._live[u] = nr
-        self._used += nr
-
-    def _hole_start(self, u: int) -> int:
-        """Start of the hole that contains the free unit ``u`` (u - 1 is free)."""
-        floor = self._lo
-        s = self._bitmap.prev_set(u - 1, floor) + 1
-        return s
-
-    def _xen_alloc(
-        self,
-        nr: int,
-        align: int,
-        phase: int,
-        nocross: int,
-        min_addr: int | None,
-        max_addr: int | None,
-    ) -> int:
-        """``vm_alloc`` (see :meth:`xen_vmap`)."""
-        who = self._label
-        if phase or nocross or min_addr is not None or max_addr is not None:
-            raise Unsupported(
-                f"{who}: xen_vmap supports only nr and align (phase={phase!r}, "
-                f"nocross={nocross!r}, min_addr={min_addr!r}, max_addr={max_addr!r})"
-            )
-        if nr.__class__ is not int or nr < 1:
-            raise RangeError(f"{who}: nr={nr!r} must be an int of at least 1")
-        if align.__class__ is not int:
-            align = check_int(align, "align", who, error=AlignmentError)
-        if align & (align - 1) or align <= 0:
-            if align < 0:
-                raise AlignmentError(f"{who}: align={align} is negative")
-            align = xen_align(align)
-        index = self._index
-        u = index.first_fit(nr, align, 0, 0, None, None)
-        if u < 0:
-            u = self._xen_grow(nr, align)
-        # vm_alloc: "if ( start <= vm_low + 2 ) vm_low = bit;" (bit = start + nr)
-        if u <= self._vm_low + 2:
-            self._vm_low = u + nr
-        index.take(index.found, u, u + nr)
-        self._bitmap.set_run(u, nr)
-        self._live[u] = nr
-        self._used += nr
-        return (u + self._origin) * self._granule
-
-    def _xen_grow(self, nr: int, align: int) -> int:
-        """Nothing fits below ``vm_top``: grow it as Xen does, one bitmap page at a time, until
-        the last hole holds the request; or raise OutOfSpace, changing nothing.
-
-        Interior holes do not change when ``vm_top`` grows, so only the last hole (touching
-        ``vm_top``) can start to fit; Xen's restarted scan finds exactly that hole.
-        """
-        geo = self._xen
-        assert geo is not None
-        index = self._index
-        top = index.hi
-        tail = index.end_to_start.get(top, top)
-        u = (tail + align) & ~(align - 1)  # skip the hole's first bit, then align up
-        need = u + nr
-        if need > geo.vm_end or top >= geo.vm_end:
-            raise OutOfSpace(
-                f"{self._who()}: no free run of nr={nr} granules (align={align}); "
-                f"vm_top={top} vm_end={geo.vm_end}"
-            )
-        pages = -(-(need - top) // geo.step)
-        index.set_hi(min(top + pages * geo.step, geo.vm_end))
-        index.found = tail
-        return u
+        o = self._origin
+        return (None if min_addr is None else lo // g - o), (
+            None if max_addr is None else hi // g - o
+        )
 
     def reserve(self, va: int, nr: int) -> int:
         """Allocate exactly ``[va, va + nr * granule)`` (guards honoured); return ``va``.
 
         For ranges fixed by hardware or firmware (a device window, Xen's own image).  The run
-        is then a live allocation like any other: ``free(va)`` returns it.  O(log n).
+        is then a live allocation like any other: ``free(va)`` returns it.  O(C log n): the
+        hole holding ``va`` is looked up in each free list (C size classes; O(n) for best-fit,
+        whose lists sort by length).
 
         Raises:
             AlignmentError: ``va`` not granule-aligned.
@@ -515,32 +453,31 @@ class RangeAllocator:
             Unsupported: on a xen_vmap instance (Xen has no such call).
         """
         with self._lock:
-            who = self._who()
+            who = self._label
             if self._released:
                 raise RangeError(f"{who} was released; it manages nothing")
-            if self._xen is not None:
-                raise Unsupported(f"{who}: reserve() is not part of Xen's vmap interface")
             u = self._unit(va, "va")
             nr = check_int(nr, "nr", who)
             if nr < 1:
                 raise RangeError(f"{who}: nr={nr} must be at least 1 granule")
             if u + nr > self._hi:
                 raise RangeError(f"{who}: [{va:#x}, +{nr} granules) runs past {self._end:#x}")
-            if self._bitmap.test(u):
-                raise OutOfSpace(f"{who}: va={va:#x} is already in use")
-            s = self._hole_start(u)
-            e = self._index.start_to_end[s]
-            us, ue = self._index.usable(s, e)
+            index = self._index
+            p = index.hole_holding(u)
+            if p is None:
+                raise OutOfSpace(f"{who}: va={va:#x} is in use (or a guard granule)")
+            us, ue = index.usable(p)
             if fit_in(max(us, u), ue, nr, 1, 0, 0) != u:
                 raise OutOfSpace(
                     f"{who}: [{va:#x}, +{nr} granules) overlaps a live run or its guard granule"
                 )
-            self._take(u, nr, s)
+            index.take(p, u, nr)
+            self._used += nr
             return va
 
     def _unit(self, va: object, what: str) -> int:
         """Unit number of the byte address ``va`` after validation (inside the range)."""
-        who = self._who()
+        who = self._label
         v = check_int(va, what, who)
         if v % self._granule:
             raise AlignmentError(f"{who}: {what}={v:#x} is not granule aligned")
@@ -553,9 +490,9 @@ class RangeAllocator:
     def free(self, va: int) -> int:
         """Free the live allocation that starts at ``va`` and return its size in granules.
 
-        O(log n): the run's length comes from the live table, its neighbours from the index's
-        end/start dicts (O(1) coalescing).  On a xen_vmap instance ``vm_low`` moves exactly as
-        ``vm_free`` moves it (down to the start of the hole just below ``va``).
+        O(1): the run's tag gives its length and both neighbours, so the hole it leaves merges
+        with theirs at once.  On a xen_vmap instance ``vm_low`` moves exactly as ``vm_free``
+        moves it (down to the start of the hole just below ``va``).
 
         Raises:
             InvalidFree: ``va`` is not the start of a live allocation (a double free, an
@@ -569,26 +506,21 @@ class RangeAllocator:
                 raise InvalidFree(f"{self._label}: cannot free {va!r}: not an address")
             g = self._granule
             u = va // g - self._origin
-            if va % g or u not in self._live:
+            if va % g or not self._lo <= u < self._index.top or u not in self._index.runs:
                 raise InvalidFree(f"{self._label}: {va:#x} is not the start of a live allocation")
             if self._children and u in self._children:
                 raise InvalidFree(
                     f"{self._label}: {va:#x} is carved by child {self._children[u].name!r}; "
                     "call its release()"
                 )
-            return self._give_back(u)
+            return self._release_run(u)
         finally:
             lock.release()
 
-    def _give_back(self, u: int) -> int:
-        nr = self._live.pop(u)
+    def _release_run(self, u: int) -> int:
+        """Hook: free the live run at unit ``u`` (checked by the caller); return its length."""
+        nr = self._index.give(u)
         self._used -= nr
-        index = self._index
-        if u < self._vm_low and self._xen is not None:
-            # vm_free: vm_low drops to the first bit of the zero run holding u - 1.
-            self._vm_low = index.end_to_start[u]
-        index.give(u, u + nr)
-        self._bitmap.clear_run(u, nr)
         return nr
 
     def size(self, va: int) -> int:
@@ -596,18 +528,18 @@ class RangeAllocator:
 
         Raises InvalidFree if ``va`` is not the start of a live allocation."""
         with self._lock:
-            who = self._who()
+            who = self._label
             if isinstance(va, bool) or not isinstance(va, int) or va % self._granule:
                 raise InvalidFree(f"{who}: {va!r} is not the start of a live allocation")
-            nr = self._live.get(va // self._granule - self._origin)
-            if nr is None:
+            u = va // self._granule - self._origin
+            if u not in self._index.runs or not self._lo <= u < self._index.top:
                 raise InvalidFree(f"{who}: {va:#x} is not the start of a live allocation")
-            return nr
+            return self._index.length(u)
 
     def allocations(self) -> Iterator[tuple[int, int]]:
-        """Live runs as ``(va, nr)``, ascending (carved children included).  O(k log k)."""
+        """Live runs as ``(va, nr)``, ascending (carved children included).  O(k)."""
         with self._lock:
-            items = sorted(self._live.items())
+            items = list(self._index.live())
         g = self._granule
         o = self._origin
         return iter([((u + o) * g, nr) for u, nr in items])
@@ -630,21 +562,16 @@ class RangeAllocator:
 
         Raises: as :meth:`alloc`, and as the constructor for ``policy``/``name``.
         """
-        child_policy = policy if policy is not None else self._policy
-        if child_policy == XEN_VMAP:
-            child_policy = FIRST_FIT
+        child_policy = self._carve_policy(policy)
         child_guard = self._guard if guard is None else guard
         if child_policy not in POLICIES:
-            raise RangeError(f"{self._who()}: unknown policy {child_policy!r} for carve")
+            raise RangeError(f"{self._label}: unknown policy {child_policy!r} for carve")
         if not isinstance(child_guard, bool):
-            raise RangeError(f"{self._who()}: guard must be a bool, got {guard!r}")
+            raise RangeError(f"{self._label}: guard must be a bool, got {guard!r}")
         if name is not None and not isinstance(name, str):
-            raise RangeError(f"{self._who()}: name must be a str or None, got {name!r}")
+            raise RangeError(f"{self._label}: name must be a str or None, got {name!r}")
         with self._lock:  # allocate and register as one step: nobody sees a half-made carve
-            if self._xen is not None:
-                va = self._xen_alloc(nr, align, 0, 0, None, None)
-            else:
-                va = self._alloc_locked(nr, align, 0, 0, None, None)
+            va = self._alloc_locked(nr, align, 0, 0, None, None)
             child = RangeAllocator(
                 va,
                 va + nr * self._granule,
@@ -653,9 +580,13 @@ class RangeAllocator:
                 child_guard,
                 name if name is not None else f"{self._name}/carve@{va:#x}",
             )
-            child._parent = self
+            child._parent = self  # a new object of this class: it learns where it came from
             self._children[va // self._granule - self._origin] = child
             return child
+
+    def _carve_policy(self, policy: str | None) -> str:
+        """The policy of a child carved with ``policy`` (None: this instance's)."""
+        return carve_policy(self._policy if policy is None else policy)
 
     def children(self) -> list[RangeAllocator]:
         """Live carved children, by address (for walking a carve tree).  O(c log c)."""
@@ -670,126 +601,128 @@ class RangeAllocator:
             InUse: it still has live allocations (or carved children of its own).
         """
         with self._lock:
-            who = self._who()
+            who = self._label
             parent = self._parent
             if parent is None:
                 raise RangeError(f"{who} was not carved from a parent; nothing to release to")
             if self._released:
                 raise RangeError(f"{who} was already released")
-            if self._live:
-                raise InUse(
-                    f"{who} still has {len(self._live)} live allocation(s); free them first"
-                )
-            with parent._lock:
-                u = self._start // parent._granule - parent._origin
-                del parent._children[u]
-                parent._give_back(u)
-            self._released = True
+            live = len(self._index.runs) - 2  # the two sentinel tags
+            if live:
+                raise InUse(f"{who} still has {live} live allocation(s); free them first")
+            self._released = True  # what the parent's reclaim() checks
+            try:
+                parent.reclaim(self)
+            except BaseException:
+                self._released = False  # a failed call changes nothing
+                raise
+
+    def reclaim(self, child: RangeAllocator) -> int:
+        """Take back the range of a released carved child (the parent's half of
+        :meth:`release`, which calls it: vmem's release of an import to its source).  Returns
+        the granules taken back.  O(1).
+
+        Raises:
+            RangeError: ``child`` is not a released child of this instance that is still
+                registered here.
+        """
+        with self._lock:
+            u = child.start // self._granule - self._origin
+            if self._children.get(u) is not child or not child.released:
+                raise RangeError(f"{self._label}: {child!r} is not a released child of mine")
+            del self._children[u]
+            return self._release_run(u)
 
     # -- inspection -------------------------------------------------------------------------
 
     def stats(self) -> AllocStats:
         """Totals in granules (see :class:`AllocStats`).  O(1) plus the largest-hole lookup
-        (O(log n) for best-fit, the members of the top size class otherwise).
+        (the holes of the top size classes).
 
-        ``used`` comes from a counter kept beside the bitmap (``check()`` compares them)."""
+        ``used`` comes from a counter kept beside the tags (``check()`` compares it with the
+        bitmap)."""
         with self._lock:
             total = (self._end - self._start) // self._granule
-            used = self._used
-            index = self._index
-            largest = index.largest()
-            holes = len(index.start_to_end)
-            geo = self._xen
-            if geo is not None and index.hi < geo.vm_end:
-                # Past vm_top nothing is allocated yet: the last hole really runs to vm_end.
-                tail = index.end_to_start.get(index.hi)
-                largest = max(largest, geo.vm_end - (index.hi if tail is None else tail))
-                if tail is None:
-                    holes += 1
+            largest, holes = self._free_extents()
             return AllocStats(
                 total=total,
-                used=used,
-                free=total - used,
+                used=self._used,
+                free=total - self._used,
                 largest_free=largest,
-                live=len(self._live),
+                live=len(self._index.runs) - 2,
                 holes=holes,
             )
 
-    def check(self) -> None:
-        """Prove that the bitmap, the index and the live table agree and every invariant holds.
+    def _free_extents(self) -> tuple[int, int]:
+        """Hook: ``(largest hole, number of holes)`` for :meth:`stats`."""
+        return self._index.largest(), self._index.holes
 
-        O(n + chunks).  Checks: live runs are exactly the set bits (plus Xen's bitmap pages),
-        they do not overlap and keep their guards, the index's holes are exactly the maximal
-        clear runs, its size classes / head tree / length list are consistent, and in Xen mode
-        ``vm_low``/``vm_top`` obey Xen's invariants.
+    def bitmap(self) -> ChunkedBitmap:
+        """The allocation bitmap, bit for bit: bit ``i`` is unit ``i`` (``va // granule`` for
+        a generic instance; the bit index relative to ``start`` in Xen mode, with Xen's bitmap
+        pages set), set when in use.  Built from the run tags.  O(k + chunks)."""
+        with self._lock:
+            return self._bitmap_of(self._index)
+
+    def _bitmap_of(self, index: ExtentIndex) -> ChunkedBitmap:
+        """The set bits of every tag (linked or not, so that check() sees stray tags too),
+        clipped to ``[first, top)``."""
+        bitmap = ChunkedBitmap()
+        first, top = self._first, index.top
+        for u, nr in index.tags():
+            s, e = max(u, first), min(u + nr, top)
+            if s < e:
+                bitmap.set_run(s, e - s)
+        return bitmap
+
+    def check(self) -> None:
+        """Prove that the tags, the free lists and the bitmap agree and every invariant holds.
+
+        O(n + k + c): builds the bitmap from the tags and checks that the index's holes are
+        exactly its clear runs, that live runs do not overlap and keep their guards, that the
+        free lists, class heads, group minima and class mask are consistent, that the used
+        counter is the bitmap's population, and (Xen mode) that ``vm_low``/``vm_top`` obey
+        Xen's invariants.
 
         Raises:
             InvariantError: naming the first inconsistency found.
         """
         with self._lock:
-            problem = self._find_problem()
+            index = self._index
+            problem = self._find_problem(index, self._used) or self._mode_problem(index, None)
         if problem is not None:
-            raise InvariantError(f"{self._who()}: {problem}")
+            raise InvariantError(f"{self._label}: {problem}")
 
-    def _find_problem(self) -> str | None:
-        problem = self._bitmap.check() or self._index.check()
+    def _find_problem(self, index: ExtentIndex, used: int) -> str | None:
+        problem = index.problem()
         if problem:
             return problem
-        if self._used != self._bitmap.popcount():
-            return f"used counter {self._used} differs from the bitmap's population"
-        geo = self._xen
-        lo, top = self._lo, self._index.hi
-        expect: list[tuple[int, int]] = []
-        if geo is not None and geo.vm_low:
-            expect.append((0, geo.vm_low))
-        prev_end = lo if geo is not None else None  # Xen: a guard after the bitmap pages
-        for u, nr in sorted(self._live.items()):
-            if nr < 1 or u < lo or u + nr > top:
-                return f"live run [{u}, {u + nr}) outside [{lo}, {top})"
-            if prev_end is not None and u < prev_end:
-                return f"live run at {u} overlaps the previous run"
-            if self._guard and prev_end is not None and u == prev_end:
-                return f"live run at {u} has no guard granule before it"
-            prev_end = u + nr
-            if expect and expect[-1][1] == u:
-                expect[-1] = (expect[-1][0], u + nr)
-            else:
-                expect.append((u, u + nr))
-        if list(self._bitmap.runs()) != expect:
-            return "set bits of the bitmap differ from the live runs"
-        holes: list[tuple[int, int]] = []
+        lo, top = self._lo, index.top
+        if index.lo != lo or not lo <= top <= self._hi:
+            return f"window [{index.lo}, {top}) is not inside [{lo}, {self._hi}]"
+        bitmap = self._bitmap_of(index)
+        if used != bitmap.popcount():
+            return f"used counter {used} differs from the bitmap's population"
+        want: list[tuple[int, int]] = []
         cursor = lo
-        for s, e in expect:
+        for s, e in bitmap.runs():
             if e <= lo:
                 continue
             if s > cursor:
-                holes.append((cursor, s))
+                want.append((cursor, s))
             cursor = max(cursor, e)
         if cursor < top:
-            holes.append((cursor, top))
-        if list(self._index.holes()) != holes:
+            want.append((cursor, top))
+        if [(s, e) for _, s, e in index.gaps()] != want:
             return "free-extent index differs from the bitmap's clear runs"
         for u in self._children:
-            if u not in self._live:
+            if u not in index.runs or not lo <= u < top:
                 return f"carved child at unit {u} has no live run"
-        if geo is not None:
-            return self._xen_problem(geo, holes)
         return None
 
-    def _xen_problem(self, geo: XenGeometry, holes: list[tuple[int, int]]) -> str | None:
-        top = self._index.hi
-        first_top = xen_geometry(geo.vm_end, self._granule).vm_top
-        if not (top == geo.vm_end or (top - first_top) % geo.step == 0) or top < first_top:
-            return f"vm_top={top} is not a reachable value"
-        vm_low = self._vm_low
-        if not geo.vm_low <= vm_low <= top:
-            return f"vm_low={vm_low} outside [{geo.vm_low}, {top}]"
-        starts = {s for s, _ in holes}
-        if vm_low != top and vm_low not in starts:
-            return f"vm_low={vm_low} is neither vm_top nor the start of a hole"
-        for s, e in holes:
-            if e <= vm_low and e - s > 2:
-                return f"hole [{s}, {e}) below vm_low is longer than two guard bits"
+    def _mode_problem(self, index: ExtentIndex, state: object) -> str | None:
+        """Hook: a subclass's own invariants over ``index`` and its state (None: the live
+        state); generic instances have none."""
         return None
 
     # -- snapshot / restore -----------------------------------------------------------------
@@ -801,13 +734,13 @@ class RangeAllocator:
         ``granule``, ``policy``, ``guard``, ``name``), ``allocations`` as ``[va, nr]`` pairs
         (ascending, carved children excluded), ``carves`` as ``[va, nr, child name]``, and for
         a xen_vmap instance ``xen: {vm_low, vm_top}``.  Children's own state is in their own
-        snapshots.  O(k log k) in live runs.
+        snapshots.  O(k).
         """
         with self._lock:
             g, o = self._granule, self._origin
             allocs = []
             carves = []
-            for u, nr in sorted(self._live.items()):
+            for u, nr in self._index.live():
                 child = self._children.get(u)
                 if child is None:
                     allocs.append([(u + o) * g, nr])
@@ -824,13 +757,16 @@ class RangeAllocator:
                 "allocations": allocs,
                 "carves": carves,
             }
-            if self._xen is not None:
-                snap["xen"] = {"vm_low": self._vm_low, "vm_top": self._index.hi}
+            snap.update(self._snapshot_extra())
             return snap
+
+    def _snapshot_extra(self) -> dict[str, Any]:
+        """Hook: a subclass's own snapshot fields (generic instances have none)."""
+        return {}
 
     def restore(self, snap: object) -> None:
         """Replace the state with ``snap`` (from :meth:`snapshot` of an instance with the same
-        configuration).  Everything is validated and a fresh bitmap and index are built before
+        configuration).  Everything is validated and a fresh index is built and checked before
         anything is swapped in, so a rejected snapshot changes nothing.  O(k log k).
 
         The carves listed must be exactly this instance's live children (children are separate
@@ -841,34 +777,29 @@ class RangeAllocator:
                 miss their guards, leave the range, or Xen fields that Xen could not reach.
         """
         with self._lock:
-            state = self._validate_snapshot(snap)
-            self._bitmap, self._index, self._live, self._vm_low = state
-            self._used = self._bitmap.popcount()
+            index, used, state = self._validate_snapshot(snap)
+            self._index = index
+            self._used = used
+            self._install_extra(state)
             self._bind_search()
 
-    def _validate_snapshot(
-        self, snap: object
-    ) -> tuple[ChunkedBitmap, FreeIndex, dict[int, int], int]:
-        who = self._who()
+    def _restore_extra(self, snap: dict[str, Any], bad: Bad) -> tuple[int, object]:
+        """Hook: validate a subclass's own snapshot fields; return the window top they give
+        and the state to install (generic: the range end, no state)."""
+        return self._hi, None
+
+    def _install_extra(self, state: object) -> None:
+        """Hook: install the state :meth:`_restore_extra` returned."""
+
+    def _validate_snapshot(self, snap: object) -> tuple[ExtentIndex, int, object]:
+        who = self._label
 
         def bad(why: str) -> SnapshotError:
             return SnapshotError(f"{who}: cannot restore snapshot: {why}")
 
         if not isinstance(snap, dict):
             raise bad(f"expected a dict, got {type(snap).__name__}")
-        keys = {
-            "format",
-            "name",
-            "start",
-            "end",
-            "granule",
-            "policy",
-            "guard",
-            "allocations",
-            "carves",
-        }
-        if self._xen is not None:
-            keys.add("xen")
+        keys = _SNAPSHOT_KEYS | set(self._snapshot_extra())
         if set(snap) != keys:
             raise bad(f"keys {sorted(map(str, snap))} differ from {sorted(keys)}")
         if snap["format"] != SNAPSHOT_FORMAT:
@@ -887,18 +818,25 @@ class RangeAllocator:
                 raise bad(f"{key}={got!r} does not match this instance's {want!r}")
         runs = self._snapshot_runs(snap["allocations"], "allocations", 2, bad)
         carves = self._snapshot_runs(snap["carves"], "carves", 3, bad)
-        want_carves = sorted((u, self._live[u], c.name) for u, c in self._children.items())
-        if [(u, nr, nm) for u, nr, nm in carves] != want_carves:
+        sizes = dict(self._index.live())
+        want_carves = sorted((u, sizes[u], c.name) for u, c in self._children.items())
+        if carves != want_carves:
             raise bad("carves differ from this instance's live children")
         live: dict[int, int] = {}
         for u, nr, _ in runs + carves:
             if u in live:
                 raise bad(f"two runs start at unit {u}")
             live[u] = nr
-        return self._build_state(live, snap.get("xen"), bad)
+        top, state = self._restore_extra(snap, bad)
+        index = self._build_index(live, top, bad)
+        used = self._lo - self._first + sum(live.values())
+        problem = self._find_problem(index, used) or self._mode_problem(index, state)
+        if problem is not None:
+            raise bad(problem)
+        return index, used, state
 
     def _snapshot_runs(
-        self, raw: object, what: str, width: int, bad: Any
+        self, raw: object, what: str, width: int, bad: Bad
     ) -> list[tuple[int, int, str]]:
         if not isinstance(raw, list):
             raise bad(f"{what} is not a list")
@@ -918,85 +856,18 @@ class RangeAllocator:
             out.append((va // g - self._origin, nr, label))
         return out
 
-    def _build_state(
-        self, live: dict[int, int], xen: object, bad: Any
-    ) -> tuple[ChunkedBitmap, FreeIndex, dict[int, int], int]:
-        geo = self._xen
-        vm_low = 0
-        top = self._hi
-        if geo is not None:
-            if not isinstance(xen, dict) or set(xen) != {"vm_low", "vm_top"}:
-                raise bad("xen must be a dict with vm_low and vm_top")
-            vm_low, top = xen["vm_low"], xen["vm_top"]
-            for v in (vm_low, top):
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise bad(f"xen field {v!r} is not an int")
-            if not 0 < top <= geo.vm_end:
-                raise bad(f"vm_top={top} outside (0, {geo.vm_end}]")
+    def _build_index(self, live: dict[int, int], top: int, bad: Bad) -> ExtentIndex:
+        """A fresh index holding ``live`` inside ``[lo, top)``, after checking that the runs
+        are inside, disjoint and keep their guards."""
         lo = self._lo
-        bitmap = ChunkedBitmap()
-        if geo is not None:
-            bitmap.set_run(0, geo.vm_low)
-        index = self._new_index(lo, top)
-        cursor = lo
+        runs = sorted(live.items())
         prev_end = None
-        for u in sorted(live):
-            nr = live[u]
+        for u, nr in runs:
             if u < lo or u + nr > top:
                 raise bad(f"run at unit {u} (+{nr}) lies outside [{lo}, {top})")
             if prev_end is not None and u < prev_end:
                 raise bad(f"run at unit {u} overlaps the previous run")
-            if self._guard and (
-                (prev_end is not None and u == prev_end) or (geo is not None and u == lo)
-            ):
+            if self._guard and (u == prev_end or (self._lead_guard and u == lo)):
                 raise bad(f"run at unit {u} has no guard granule before it")
-            if u > cursor:
-                index.add(cursor, u)
-            bitmap.set_run(u, nr)
-            cursor = prev_end = u + nr
-        if cursor < top:
-            index.add(cursor, top)
-        state = (bitmap, index, live, vm_low)
-        saved = (self._bitmap, self._index, self._live, self._vm_low, self._used)
-        self._bitmap, self._index, self._live, self._vm_low = state
-        self._used = bitmap.popcount()
-        try:
-            problem = self._find_problem()
-        finally:
-            self._bitmap, self._index, self._live, self._vm_low, self._used = saved
-        if problem is not None:
-            raise bad(problem)
-        return state
-
-
-class _XenVmapAllocator(RangeAllocator):
-    """What :meth:`RangeAllocator.xen_vmap` returns: ``alloc`` is ``vm_alloc``.
-
-    A subclass rather than a branch so that neither mode pays for the other's check on the
-    hot path.
-    """
-
-    __slots__ = ()
-
-    def alloc(
-        self,
-        nr: int,
-        align: int = 1,
-        *,
-        phase: int = 0,
-        nocross: int = 0,
-        min_addr: int | None = None,
-        max_addr: int | None = None,
-    ) -> int:
-        """``vm_alloc(nr, align)``: see :meth:`RangeAllocator.xen_vmap` for the rules.
-
-        O(log n) in the number of holes.  Raises OutOfSpace when Xen returns NULL (changing
-        nothing), RangeError/AlignmentError for bad ``nr``/``align``, and Unsupported for
-        ``phase``, ``nocross``, ``min_addr`` or ``max_addr``.
-        """
-        lock = self._lock
-        lock.acquire()
-        try:
-            return self._xen_alloc(nr, align, phase, nocross, min_addr, max_addr)
-        finally:
-            lock.release()
+            prev_end = u + nr
+        return self._new_index(top, runs)

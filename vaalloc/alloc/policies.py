@@ -12,6 +12,7 @@ __all__ = [
     "INSTANT_FIT",
     "POLICIES",
     "XEN_VMAP",
+    "carve_policy",
     "check_int",
     "check_power_of_two",
 ]
@@ -26,6 +27,13 @@ INSTANT_FIT: Final = "instant-fit"
 XEN_VMAP: Final = "xen-vmap"
 #: The policies a caller may pass to the constructor.
 POLICIES: Final = (FIRST_FIT, BEST_FIT, INSTANT_FIT)
+
+
+def carve_policy(policy: str) -> str:
+    """The policy a carved child gets when asked for ``policy``: itself, except that a child
+    asked to be a xen_vmap (whose layout needs the region's own bitmap pages) is first-fit,
+    the policy Xen's vm_alloc is."""
+    return FIRST_FIT if policy == XEN_VMAP else policy
 
 
 def check_int(value: object, what: str, owner: str, *, error: type[Exception] = RangeError) -> int:
