@@ -15,7 +15,7 @@ from hypothesis import given
 
 import vaalloc
 from vaalloc.alloc import AddressSpace, NameConflict, RangeAllocator, UnknownName
-from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
+from vaalloc.errors import InvalidFree, OutOfSpace, RangeError, VAAllocError
 
 G = 4096
 
@@ -206,3 +206,34 @@ def test_a_child_returns_through_the_parents_public_reclaim() -> None:
     with pytest.raises(RangeError):
         parent.reclaim(child)  # already taken back
     assert parent.alloc(8) == 0  # the range is free again
+
+
+def test_a_released_child_refuses_every_further_use() -> None:
+    """Issue 12: a carved child given back to its parent manages nothing; each call says so."""
+
+    parent = RangeAllocator(0x1000_0000, 0x2000_0000, name="parent")
+    child = parent.carve(16, name="child")
+    va = child.alloc(2)
+    child.free(va)
+    child.release()
+    assert child.released
+    calls = {
+        "alloc": lambda: child.alloc(1),
+        "free": lambda: child.free(child.start),
+        "size": lambda: child.size(child.start),
+        "reserve": lambda: child.reserve(child.start, 1),
+        "carve": lambda: child.carve(1),
+        "stats": child.stats,
+        "snapshot": child.snapshot,
+        "restore": lambda: child.restore({}),
+        "allocations": child.allocations,
+        "children": child.children,
+        "bitmap": child.bitmap,
+        "release": child.release,
+    }
+    for name, call in calls.items():
+        with pytest.raises(VAAllocError, match="released"):
+            call()
+        assert parent.stats().used == 0, name  # the range stayed the parent's, free
+    with pytest.raises(RangeError, match="released"):
+        AddressSpace().add(child)

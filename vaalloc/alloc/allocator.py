@@ -507,6 +507,7 @@ class RangeAllocator:
             g = self._granule
             u = va // g - self._origin
             if va % g or not self._lo <= u < self._index.top or u not in self._index.runs:
+                self._refuse_if_released("free", InvalidFree)
                 raise InvalidFree(f"{self._label}: {va:#x} is not the start of a live allocation")
             if self._children and u in self._children:
                 raise InvalidFree(
@@ -533,12 +534,16 @@ class RangeAllocator:
                 raise InvalidFree(f"{who}: {va!r} is not the start of a live allocation")
             u = va // self._granule - self._origin
             if u not in self._index.runs or not self._lo <= u < self._index.top:
+                self._refuse_if_released("size", InvalidFree)
                 raise InvalidFree(f"{who}: {va:#x} is not the start of a live allocation")
             return self._index.length(u)
 
     def allocations(self) -> Iterator[tuple[int, int]]:
-        """Live runs as ``(va, nr)``, ascending (carved children included).  O(k)."""
+        """Live runs as ``(va, nr)``, ascending (carved children included).  O(k).
+
+        Raises RangeError on a released instance."""
         with self._lock:
+            self._refuse_if_released("allocations")
             items = list(self._index.live())
         g = self._granule
         o = self._origin
@@ -589,8 +594,11 @@ class RangeAllocator:
         return carve_policy(self._policy if policy is None else policy)
 
     def children(self) -> list[RangeAllocator]:
-        """Live carved children, by address (for walking a carve tree).  O(c log c)."""
+        """Live carved children, by address (for walking a carve tree).  O(c log c).
+
+        Raises RangeError on a released instance."""
         with self._lock:
+            self._refuse_if_released("children")
             return [self._children[u] for u in sorted(self._children)]
 
     def release(self) -> None:
@@ -617,6 +625,11 @@ class RangeAllocator:
                 self._released = False  # a failed call changes nothing
                 raise
 
+    def _refuse_if_released(self, what: str, error: type[Exception] = RangeError) -> None:
+        """A released carved child manages nothing: every further use is refused."""
+        if self._released:
+            raise error(f"{self._label} was released to its parent; {what}() refused")
+
     def reclaim(self, child: RangeAllocator) -> int:
         """Take back the range of a released carved child (the parent's half of
         :meth:`release`, which calls it: vmem's release of an import to its source).  Returns
@@ -640,8 +653,9 @@ class RangeAllocator:
         (the holes of the top size classes).
 
         ``used`` comes from a counter kept beside the tags (``check()`` compares it with the
-        bitmap)."""
+        bitmap).  Raises RangeError on a released instance."""
         with self._lock:
+            self._refuse_if_released("stats")
             total = (self._end - self._start) // self._granule
             largest, holes = self._free_extents()
             return AllocStats(
@@ -660,8 +674,10 @@ class RangeAllocator:
     def bitmap(self) -> ChunkedBitmap:
         """The allocation bitmap, bit for bit: bit ``i`` is unit ``i`` (``va // granule`` for
         a generic instance; the bit index relative to ``start`` in Xen mode, with Xen's bitmap
-        pages set), set when in use.  Built from the run tags.  O(k + chunks)."""
+        pages set), set when in use.  Built from the run tags.  O(k + chunks).
+        Raises RangeError on a released instance."""
         with self._lock:
+            self._refuse_if_released("bitmap")
             return self._bitmap_of(self._index)
 
     def _bitmap_of(self, index: ExtentIndex) -> ChunkedBitmap:
@@ -737,6 +753,7 @@ class RangeAllocator:
         snapshots.  O(k).
         """
         with self._lock:
+            self._refuse_if_released("snapshot")
             g, o = self._granule, self._origin
             allocs = []
             carves = []
@@ -777,6 +794,7 @@ class RangeAllocator:
                 miss their guards, leave the range, or Xen fields that Xen could not reach.
         """
         with self._lock:
+            self._refuse_if_released("restore")
             index, used, state = self._validate_snapshot(snap)
             self._index = index
             self._used = used

@@ -67,12 +67,16 @@ class AddressSpace:
         """Register an existing instance and return it.  O(log k).
 
         Raises:
-            RangeError: ``allocator`` is not a RangeAllocator, or its range overlaps a
-                registered instance's (both are named in the message).
+            RangeError: ``allocator`` is not a RangeAllocator, was released to its parent, or
+                its range overlaps a registered instance's (both are named in the message).
             NameConflict: an instance of the same name is registered.
         """
         if not isinstance(allocator, RangeAllocator):
             raise RangeError(f"{self._name}: cannot register {allocator!r}")
+        if allocator.released:
+            raise RangeError(
+                f"{self._name}: {allocator.name!r} was released to its parent; it manages nothing"
+            )
         with self._lock:
             if allocator.name in self._by_name:
                 raise NameConflict(f"{self._name}: an instance named {allocator.name!r} exists")
