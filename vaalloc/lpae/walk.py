@@ -55,6 +55,7 @@ from typing import Literal
 import attrs
 
 from vaalloc.errors import RangeError, VAAllocError
+from vaalloc.lpae._checks import check_bool, shown
 from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
 from vaalloc.lpae.geometry import Format
 from vaalloc.lpae.memory import PhysicalMemory
@@ -296,21 +297,37 @@ def leaf_pa(geo: Geometry, desc: int, level: int, va: int) -> int:
 def _check_input(geo: Geometry, va: int, where: str) -> None:
     if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < geo.ia_reg_limit:
         raise RangeError(
-            f"{where}: address {va!r} is not a {geo.fmt.ia_reg_bits}-bit input address "
+            f"{where}: address {shown(va)} is not a {geo.fmt.ia_reg_bits}-bit input address "
             f"of format {geo.fmt.name}"
         )
 
 
 def _access_bit(access: str, where: str) -> int:
-    bit = ACCESS_BITS.get(access)
+    bit = ACCESS_BITS.get(access) if isinstance(access, str) else None
     if bit is None:
         raise RangeError(f"{where}: access {access!r} is not 'read', 'write' or 'exec'")
     return bit
 
 
 def _check_user(geo: Geometry, user: bool, where: str) -> None:
+    check_bool(user, where, "user")
     if user and geo.fmt.regime != "el1&0":
         raise RangeError(f"{where}: user=True, but format {geo.fmt.name} has no unprivileged level")
+
+
+def _check_tables(
+    mem: PhysicalMemory, fmt: Format, root: int, where: str, *, ipa: bool = False
+) -> None:
+    """``ipa``: the root is an intermediate address (a stage-1 walk under stage 2)."""
+    if not isinstance(mem, PhysicalMemory):
+        raise RangeError(f"{where}: mem={mem!r} is not a PhysicalMemory")
+    if not isinstance(fmt, Format):
+        raise RangeError(f"{where}: fmt={fmt!r} is not a Format")
+    limit = 1 << 64 if ipa else mem.limit
+    if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < limit:
+        raise RangeError(f"{where}: root {shown(root)} is not an address of {mem!r}")
+    if root % 8:
+        raise RangeError(f"{where}: root {root:#x} is not 8-byte aligned")
 
 
 # -- the full walk --------------------------------------------------------------------------
@@ -333,9 +350,14 @@ def walk(
     Returns a :class:`Translation` with every descriptor read, or a :class:`Fault`.  ``ptw``,
     when given, translates each descriptor address before it is read (stage 2 under a stage-1
     walk) and returns a PA or the stage-2 Fault to report.  O(levels).
-    Raises RangeError for an address wider than the format's register, an unknown access, or
-    ``user=True`` in a regime with one privilege level.
+    Raises RangeError for a ``mem`` that is not a PhysicalMemory, a ``fmt`` that is not a
+    Format, a root that is not an 8-aligned address of ``mem``, an address wider than the
+    format's register, an unknown access, a ``user`` that is not a bool or is True in a regime
+    with one privilege level, a ``ptw`` that is not callable.
     """
+    _check_tables(mem, fmt, root, "walk", ipa=ptw is not None)
+    if ptw is not None and not callable(ptw):
+        raise RangeError(f"walk: ptw={ptw!r} is not callable")
     geo = geometry_of(fmt)
     where = f"walk({fmt.name})"
     _check_input(geo, va, where)
@@ -414,10 +436,15 @@ def walk_two_stage(
     is reported with ``stage=2, s1ptw=True``.  The stage-1 output (IPA) is then translated by
     stage 2 with the requested access; a fault is reported with ``stage=2`` and its ``ipa``.
     The result's permissions are those of both stages together.  O(levels1 * levels2).
-    Raises RangeError as :func:`walk`.
+    Raises RangeError as :func:`walk` (for either stage's tables).
     """
+    for fmt in (s1_fmt, s2_fmt):
+        if not isinstance(fmt, Format):
+            raise RangeError(f"walk_two_stage: {fmt!r} is not a Format")
     if s1_fmt.stage != 1 or s2_fmt.stage != 2:
         raise RangeError(f"walk_two_stage({s1_fmt.name}, {s2_fmt.name}): stages must be 1 and 2")
+    _check_tables(mem, s2_fmt, s2_root, "walk_two_stage")
+    _check_tables(mem, s1_fmt, s1_root, "walk_two_stage", ipa=True)
 
     def ptw(ipa: int) -> int | Fault:
         if ipa >> s2_fmt.ia_bits:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vaalloc.alloc import RangeAllocator
-from vaalloc.errors import InvariantError, RangeError
+from vaalloc.errors import InvariantError, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_int
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
@@ -113,32 +114,46 @@ class PartitionedVLPT(P2MLookup):
 
     # --- arithmetic -------------------------------------------------------------------------
     def run(self, d: Domain) -> SlotRun:
-        """The slot run of ``d``; raises RangeError if ``d`` has none (not log-dirty)."""
+        """The slot run of ``d``; raises RangeError if ``d`` is not a live domain or has none
+        (log-dirty is off)."""
+        self.core.check_domain(d)
         r = self.runs.get(d.domid)
         if r is None:
             raise RangeError(f"domain {d.domid} has no VLPT slots (log-dirty is off)")
         return r
 
     def third_va(self, d: Domain, ipa: int) -> int:
-        """Hyp VA of the p2m leaf translating ``ipa`` (see :func:`vlptmath.third_va`)."""
+        """Hyp VA of the p2m leaf translating ``ipa`` (see :func:`vlptmath.third_va`).
+        Raises RangeError as :meth:`run`, or for an IPA outside ``d``'s slots."""
         r = self.run(d)
         return third_va(r.first_slot, r.first_gb, r.nr, ipa)
 
     def second_va(self, d: Domain, ipa: int) -> int:
-        """Hyp VA of the p2m level-2 entry covering ``ipa`` (via the loop slot)."""
+        """Hyp VA of the p2m level-2 entry covering ``ipa`` (via the loop slot). Raises as
+        :meth:`third_va`."""
         r = self.run(d)
         return second_va(VLPT_LOOP_SLOT, r.first_slot, r.first_gb, r.nr, ipa)
 
     def slot_of(self, d: Domain, ipa: int) -> int:
-        """The window slot showing the gigabyte of ``ipa``."""
+        """The window slot showing the gigabyte of ``ipa``. Raises as :meth:`third_va`."""
         r = self.run(d)
+        check_int(ipa, "slot_of", "ipa", r.first_gb << FIRST_SHIFT, (r.first_gb + r.nr) << 30)
         return r.first_slot + (ipa >> FIRST_SHIFT) - r.first_gb
 
     # --- hooks ------------------------------------------------------------------------------
     def reserve(self, d: Domain) -> None:
-        """Carve ``d``'s consecutive slots out of the window (OutOfSpace if no run fits)."""
+        """Carve ``d``'s consecutive slots out of the window; OutOfSpace (naming the domain,
+        its size and the slots it needs; nothing changed) if no run fits."""
         first_gb, nr = gb_span(d.ram_base, d.ram_size)
-        va = self.window.alloc(nr)
+        try:
+            va = self.window.alloc(nr)
+        except OutOfSpace:
+            stats = self.window.stats()
+            raise OutOfSpace(
+                f"VLPT window: domain {d.domid} (RAM [{d.ram_base:#x}, {d.ram_end:#x}), "
+                f"{d.ram_size:#x} bytes) needs {nr} consecutive slots; the window has "
+                f"{stats.free} free, at most {stats.largest_free} in a row"
+            ) from None
         first_slot = va >> SECOND_SHIFT
         self.runs[d.domid] = SlotRun(first_slot, first_gb, nr)
         leaf_base = va - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * PTE_SIZE
