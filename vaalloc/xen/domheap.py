@@ -11,11 +11,10 @@ and TLBIMVAH on any address inside it removes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_int, shown
 from vaalloc.lpae.descriptor import ADDR_MASK_40
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     DOMHEAP_AVAIL_SHIFT,
     DOMHEAP_ENTRIES,
@@ -29,9 +28,6 @@ from vaalloc.xen.layout import (
     XEN_ENTRY_ATTRS,
 )
 
-if TYPE_CHECKING:
-    from vaalloc.xen.hypervisor import Hypervisor
-
 __all__ = ["Domheap"]
 
 _AVAIL_MASK = 0xF << DOMHEAP_AVAIL_SHIFT
@@ -41,7 +37,7 @@ class Domheap:
     """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`."""
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, "Domheap")
 
     def _entry(self, cpu: int, slot: int) -> int:
         v: int = self.core.mem.read64(self.core.pagetables.dommap_pa(cpu, slot))

@@ -21,7 +21,7 @@ from vaalloc.xen.layout import SECOND_SIZE, XENHEAP_VIRT_END, XENHEAP_VIRT_START
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.pagetables import XenPageTables
 
-__all__ = ["Hypervisor", "check_config"]
+__all__ = ["Hypervisor", "check_config", "check_core"]
 
 #: The most CPUs a model Xen has (each gets its own first-level table and dommap).
 MAX_CPUS = 32
@@ -47,6 +47,14 @@ def check_config(
         raise RangeError(f"{what}: xenheap_size={xenheap_size:#x} is not a multiple of 2MB")
     check_int(tlb_entries, what, "tlb_entries", 0)
     check_bool(stale_check, what, "stale_check")
+
+
+def check_core(core: object, what: str) -> Hypervisor:
+    """``core`` if it is a :class:`Hypervisor`, else RangeError naming ``what`` (the
+    subsystem being built on it)."""
+    if not isinstance(core, Hypervisor):
+        raise RangeError(f"{what}(core={core!r}): expected a Hypervisor")
+    return core
 
 
 class Hypervisor:
@@ -111,7 +119,9 @@ class Hypervisor:
 
     # --- Xen's view of memory ------------------------------------------------------------------
     def httbr(self, cpu: int) -> int:
-        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds). Raises RangeError
+        for a bad CPU."""
+        self.check_cpu(cpu)
         return self.pagetables.pgtable[cpu]
 
     def hyp_pa(self, cpu: int, va: int, access: int) -> int:

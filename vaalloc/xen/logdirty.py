@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vaalloc.errors import LogDirtyError, MappingError, OutOfSpace
+from vaalloc.errors import LogDirtyError, MappingError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_bool
 from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE, is_block, is_table
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     LPAE_ENTRY_MASK,
     P2M_RAM_LOGDIRTY,
@@ -36,6 +37,7 @@ from vaalloc.xen.layout import (
     PAGE_SIZE,
     SECOND_SHIFT,
 )
+from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.p2m import (
     leaf_to_logdirty,
     leaf_to_rw,
@@ -45,8 +47,6 @@ from vaalloc.xen.vlptmath import gb_span
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
-    from vaalloc.xen.lookup.base import P2MLookup
 
 __all__ = ["LogDirty"]
 
@@ -60,7 +60,9 @@ class LogDirty:
     """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy."""
 
     def __init__(self, core: Hypervisor, lookup: P2MLookup) -> None:
-        self.core = core
+        self.core = check_core(core, "LogDirty")
+        if not isinstance(lookup, P2MLookup):
+            raise RangeError(f"LogDirty(lookup={lookup!r}): expected a P2MLookup")
         self.lookup = lookup
 
     # --- state changes ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ Every store goes through :meth:`XenPageTables.write_second` or :meth:`write_pte`
 
 from __future__ import annotations
 
-from vaalloc.errors import InvalidFree, RangeError
+from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
 from vaalloc.lpae import PhysicalMemory
 from vaalloc.lpae._checks import check_bool, check_int, shown
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
@@ -78,6 +78,31 @@ class XenPageTables:
         self.ledger = ledger
         self._frames: list[int] = []
         self._unlinked: set[int] = set()  # tables from alloc_table not linked yet
+        need = (
+            XEN_SECOND_PAGES
+            + cpus
+            + (cpus - 1) * DOMHEAP_SECOND_PAGES
+            + XEN_IMAGE_PAGES
+            + 2
+            + (xenheap_size >> PAGE_SHIFT)
+        )
+        if need > mem.frames_free:
+            raise OutOfSpace(
+                f"XenPageTables: {cpus} CPUs and a {xenheap_size:#x}-byte xenheap need {need} "
+                f"frames, {mem.frames_free} are free"
+            )
+        counts = dict(ledger.counts)
+        try:
+            self._build(cpus, xenheap_size)
+        except BaseException:  # all or nothing: the memory and the ledger as they were
+            for pa in reversed(self._frames):
+                mem.free_frames(pa, owner=mem.table_owner(pa))
+            self._frames.clear()
+            ledger.counts.clear()
+            ledger.counts.update(counts)
+            raise
+
+    def _build(self, cpus: int, xenheap_size: int) -> None:
         self.xen_second = self._alloc(XEN_SECOND_PAGES, XEN_SECOND_PAGES, table=True)
         self.pgtable: list[int] = []
         self.dommap: list[int] = []

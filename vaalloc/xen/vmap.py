@@ -10,11 +10,11 @@ The pages holding the allocator's own bitmap are accounted as used but not backe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
 from vaalloc.lpae._checks import shown
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -23,9 +23,6 @@ from vaalloc.xen.layout import (
     VMAP_VIRT_START,
     XEN_TABLE_ATTRS,
 )
-
-if TYPE_CHECKING:
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["Vmap"]
 
@@ -39,7 +36,7 @@ class Vmap:
     """
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, "Vmap")
         self.allocator = RangeAllocator.xen_vmap(VMAP_VIRT_START, VMAP_VIRT_END)
         self._vmalloc: dict[int, list[int]] = {}  # va -> frames owned by vmalloc
 

@@ -18,6 +18,7 @@ from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_int
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     PAGE_SHIFT,
@@ -36,7 +37,6 @@ from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, thir
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["PartitionedVLPT", "SlotRun", "limit_window", "new_window"]
 
@@ -103,7 +103,7 @@ class PartitionedVLPT(P2MLookup):
     name = "partitioned"
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, "PartitionedVLPT")
         self.window = new_window()
         self.runs: dict[int, SlotRun] = {}  # domid -> run
         # domid -> (leaf_base, second_base): third_va = leaf_base + (ipa >> 12) * 8 and

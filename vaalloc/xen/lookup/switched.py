@@ -58,7 +58,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_bool
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     LPAE_ENTRIES,
@@ -74,7 +76,6 @@ from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
 
@@ -108,9 +109,10 @@ class SwitchedVLPT(P2MLookup):
         ceiling: int = DEFAULT_CEILING,
         lazy: bool = False,
     ) -> None:
-        cpus = core.cpus
+        cpus = check_core(core, "SwitchedVLPT").cpus
         cap = VLPT_DOMAIN_SLOTS // cpus if capacity is None else capacity
-        if flush not in FLUSH_MODES:
+        check_bool(lazy, "SwitchedVLPT", "lazy")
+        if not isinstance(flush, str) or flush not in FLUSH_MODES:
             raise RangeError(f"SwitchedVLPT(flush={flush!r}): expected one of {FLUSH_MODES}")
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise RangeError(f"SwitchedVLPT(capacity={capacity!r}): expected a positive int")
@@ -125,7 +127,7 @@ class SwitchedVLPT(P2MLookup):
         self.flush = flush
         self.capacity = cap
         self.ceiling = ceiling
-        self.lazy = bool(lazy)
+        self.lazy = lazy
         self.name = ("switched" if flush == "all" else f"switched-{flush}") + (
             "-lazy" if lazy else ""
         )

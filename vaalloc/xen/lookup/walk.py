@@ -33,6 +33,7 @@ from vaalloc.errors import InvariantError, MappingError, RangeError
 from vaalloc.lpae import MMU, TLB, PageTable, S1Attrs, aarch64_s1
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.domheap import Domheap
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     P2M_RAM_LOGDIRTY,
     P2M_TYPE_MASK,
@@ -45,7 +46,6 @@ from vaalloc.xen.lookup.base import P2MLookup
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["DIRECTMAP_VIRT_START", "DirectMapWalk", "DomheapWalk"]
 
@@ -75,7 +75,7 @@ class DomheapWalk(P2MLookup):
     name = "walk"
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, type(self).__name__)
         self.domheap = Domheap(core)  # a view of the per-CPU dommap tables: it holds no state
         # cpu -> (domid, ipa >> 21, level-2 entry) from read_second, for read_leaf.
         self._cursor: dict[int, tuple[int, int, int]] = {}
