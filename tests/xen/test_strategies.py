@@ -163,7 +163,14 @@ def test_switched_refuses_a_domain_wider_than_its_window() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"flush": "some"}, {"capacity": 0}, {"capacity": 32}, {"capacity": True}, {"ceiling": -1}, {"lazy": 1}],
+    [
+        {"flush": "some"},
+        {"capacity": 0},
+        {"capacity": 32},
+        {"capacity": True},
+        {"ceiling": -1},
+        {"lazy": 1},
+    ],
 )
 def test_switched_bad_options(kwargs: dict[str, object]) -> None:
     with pytest.raises(RangeError):

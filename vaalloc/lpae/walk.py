@@ -147,8 +147,12 @@ class Translation:
     s2: Translation | None = None
 
     def allows(self, access: str) -> bool:
-        """True when ``access`` ("read", "write", "exec") is permitted."""
-        return {"read": self.readable, "write": self.writable, "exec": self.executable}[access]
+        """True when ``access`` ("read", "write", "exec") is permitted. Raises RangeError for
+        any other access."""
+        allowed = {"read": self.readable, "write": self.writable, "exec": self.executable}
+        if not isinstance(access, str) or access not in allowed:
+            raise RangeError(f"Translation.allows({access!r}): expected read, write or exec")
+        return allowed[access]
 
 
 # -- per-format constants -------------------------------------------------------------------

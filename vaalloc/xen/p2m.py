@@ -67,18 +67,31 @@ _RW_WRITABLE = _TYPE_RW | S2AP_WRITE
 _FLIP = S2AP_WRITE | (_TYPE_RW ^ _TYPE_LOGDIRTY)
 
 
+def _word(what: str, desc: object) -> RangeError:
+    return RangeError(f"{what}({desc!r}): a descriptor is an int")
+
+
 def p2m_type(desc: int) -> int:
-    """The p2m type Xen keeps in software bits 55-58 of a leaf."""
+    """The p2m type Xen keeps in software bits 55-58 of a leaf. Raises RangeError for a
+    ``desc`` that is not an int."""
+    if desc.__class__ is not int:
+        raise _word("p2m_type", desc)
     return (desc & P2M_TYPE_MASK) >> P2M_TYPE_SHIFT
 
 
 def leaf_to_logdirty(desc: int) -> int:
-    """Write-protect a writable ``ram_rw`` leaf as ``ram_logdirty``; others are returned as is."""
+    """Write-protect a writable ``ram_rw`` leaf as ``ram_logdirty``; others are returned as is.
+    Raises RangeError for a ``desc`` that is not an int."""
+    if desc.__class__ is not int:
+        raise _word("leaf_to_logdirty", desc)
     return desc ^ _FLIP if desc & _MATCH_MASK == _RW_WRITABLE else desc
 
 
 def leaf_to_rw(desc: int) -> int:
-    """Make a ``ram_logdirty`` leaf ``ram_rw`` and writable; others are returned as is."""
+    """Make a ``ram_logdirty`` leaf ``ram_rw`` and writable; others are returned as is.
+    Raises RangeError for a ``desc`` that is not an int."""
+    if desc.__class__ is not int:
+        raise _word("leaf_to_rw", desc)
     return desc ^ _FLIP if desc & _MATCH_MASK == _TYPE_LOGDIRTY else desc
 
 

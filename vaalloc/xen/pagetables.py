@@ -229,7 +229,7 @@ class XenPageTables:
     def free_table(self, pa: int) -> None:
         """Give back a table from :meth:`alloc_table` that was never linked. Raises
         InvalidFree for anything else."""
-        if pa not in self._unlinked:
+        if not isinstance(pa, int) or pa not in self._unlinked:
             raise InvalidFree(f"XenPageTables.free_table({shown(pa)}): not an unlinked table")
         self.mem.free_frames(pa, owner=self)
         self._unlinked.discard(pa)
@@ -240,7 +240,7 @@ class XenPageTables:
         :meth:`alloc_table`, not linked yet); counts one ``xen_second_writes``. Raises
         RangeError for a bad VA or table or an entry that is already valid."""
         check_int(va, "link_third", "va", 0, XENHEAP_VIRT_END)
-        if table not in self._unlinked:
+        if not isinstance(table, int) or table not in self._unlinked:
             raise RangeError(f"link_third: {shown(table)} is not a table from alloc_table")
         index = va >> SECOND_SHIFT
         if self.read_second(index):

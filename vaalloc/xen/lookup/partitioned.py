@@ -63,6 +63,8 @@ def new_window() -> RangeAllocator:
 def limit_window(lookup: PartitionedVLPT, capacity: int | None) -> None:
     """Shrink a fresh partitioned window to ``capacity`` usable slots by reserving the rest
     (the highest ones below the loop). None keeps all 63. Raises RangeError outside 1..63."""
+    if not isinstance(lookup, PartitionedVLPT):
+        raise RangeError(f"limit_window({lookup!r}): expected a PartitionedVLPT")
     if capacity is None:
         return
     total = lookup.window.stats().free
@@ -194,10 +196,15 @@ class PartitionedVLPT(P2MLookup):
 
         Level 1: rewrite the slot (a 1GB block is refused: never copied). Level 2: the leaf
         view page ``slot_va + i2 * 4KB`` changes translation; flush it if it was valid.
+        A change outside the gigabytes of ``d``'s RAM has no slot: nothing to do.
         """
         if d.domid not in self._installed:
             return
-        slot = self.slot_of(d, ipa)
+        r = self.runs[d.domid]
+        rel = (ipa >> FIRST_SHIFT) - r.first_gb
+        if not 0 <= rel < r.nr:
+            return
+        slot = r.first_slot + rel
         pt = self.core.pagetables
         if level == 1:
             if is_block(new):

@@ -124,12 +124,15 @@ class DomheapWalk(P2MLookup):
 
     def release(self, cpu: int) -> None:
         """Drop the level-3 mapping :meth:`read_leaf` kept for a ``write_leaf`` that will not
-        come (a reader that is not the log-dirty handler). No-op if none is held."""
+        come (a reader that is not the log-dirty handler). No-op if none is held. Raises
+        RangeError for a bad CPU."""
+        self.core.check_cpu(cpu)
+        self._release(cpu)
+
+    def _release(self, cpu: int) -> None:
         held = self._held.pop(cpu, None)
         if held is not None:
             self.unmap_va(cpu, held[2])
-
-    _release = release
 
     # --- hooks ------------------------------------------------------------------------------
     def on_disable(self, d: Domain) -> None:
