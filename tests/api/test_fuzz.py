@@ -187,6 +187,35 @@ def test_every_public_callable_is_known() -> None:
     assert set(EXEMPT) <= found, sorted(set(EXEMPT) - found)
 
 
+def test_docstrings_say_what_they_raise() -> None:
+    """Every public callable that takes arguments says in its docstring what it raises (or
+    that it raises nothing), as the project's standard asks."""
+    silent = []
+    for key, (kind, owner, name) in sorted(public_callables().items()):
+        if key in EXEMPT:
+            continue
+        if kind == "new":
+            docs = [owner.__doc__, vars(owner).get("__init__", owner).__doc__]
+            fn: Any = owner
+        elif kind == "function":
+            docs, fn = [owner.__doc__], owner
+        else:
+            value = vars(owner)[name]
+            if isinstance(value, property):
+                if value.fset is None:
+                    continue
+                fn = value.fset
+                docs = [value.fget.__doc__ if value.fget else None, fn.__doc__]
+            else:
+                fn = getattr(owner, name)
+                docs = [fn.__doc__]
+        if not _parameters(fn):
+            continue
+        if not any(doc and "raise" in doc.lower() for doc in docs):
+            silent.append(key)
+    assert not silent, f"docstrings that do not say what the call raises: {silent}"
+
+
 # -- the model the calls are made on -----------------------------------------------------------
 
 

@@ -180,7 +180,7 @@ class PhysicalMemory:
 
     def table_owner(self, pa: int) -> object:
         """The owner of the live table allocated at ``pa``, or None (not a table, or not the
-        first frame of one).  O(1)."""
+        first frame of one; it never raises).  O(1)."""
         return self._tables.get(pa) if isinstance(pa, int) else None
 
     def table_allocations(self) -> Iterator[tuple[int, object]]:
@@ -206,7 +206,7 @@ class PhysicalMemory:
 
     def is_allocation(self, pa: int) -> bool:
         """True when ``pa`` is the first frame of a live allocation (False for anything that
-        is not such an address, whatever its type).  O(1)."""
+        is not such an address, whatever its type: it never raises).  O(1)."""
         try:
             self._allocator.size(pa)
         except InvalidFree:

@@ -60,6 +60,7 @@ class StaleHit:
     (None for hyp); access: the access made; cached_pa: the output address the TLB gave;
     cached_perm: its permissions as ``"rwx"`` letters; current: what a fresh walk says now
     (a Translation or a Fault).
+    A plain record: its constructor raises nothing and checks nothing.
     """
 
     va: int

@@ -87,6 +87,9 @@ class Fault:
     s1ptw: True when a stage-2 fault happened on a stage-1 table read (HSR.S1PTW).
     ipa: for a stage-2 fault, the IPA that stage 2 was translating (HPFAR), else None.
     access: the access that was attempted.
+
+    A plain record (what the walker reports): its constructor raises nothing and checks
+    nothing.
     """
 
     kind: FaultKind
@@ -130,6 +133,9 @@ class Translation:
     stage: 1 or 2: the stage of the format walked (2 for a stage-2-only walk).
     ipa: the intermediate address in a two-stage walk, else None.
     s2: the stage-2 Translation of ``ipa`` in a two-stage walk, else None.
+
+    A plain record (what the walker reports): its constructor raises nothing and checks
+    nothing.
     """
 
     va: int

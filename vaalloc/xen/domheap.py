@@ -34,7 +34,8 @@ _AVAIL_MASK = 0xF << DOMHEAP_AVAIL_SHIFT
 
 
 class Domheap:
-    """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`."""
+    """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`.
+    The constructor raises RangeError for a ``core`` that is not a Hypervisor."""
 
     def __init__(self, core: Hypervisor) -> None:
         self.core = check_core(core, "Domheap")

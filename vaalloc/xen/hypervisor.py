@@ -50,8 +50,8 @@ def check_config(
 
 
 def check_core(core: object, what: str) -> Hypervisor:
-    """``core`` if it is a :class:`Hypervisor`, else RangeError naming ``what`` (the
-    subsystem being built on it)."""
+    """``core`` if it is a :class:`Hypervisor`; raises RangeError naming ``what`` (the
+    subsystem being built on it) otherwise."""
     if not isinstance(core, Hypervisor):
         raise RangeError(f"{what}(core={core!r}): expected a Hypervisor")
     return core

@@ -57,7 +57,9 @@ _BULK_CLEAN_FRACTION = 8
 
 
 class LogDirty:
-    """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy."""
+    """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy.
+    The constructor raises RangeError for a ``core`` that is not a Hypervisor or a
+    ``lookup`` that is not a P2MLookup."""
 
     def __init__(self, core: Hypervisor, lookup: P2MLookup) -> None:
         self.core = check_core(core, "LogDirty")

@@ -163,7 +163,8 @@ class Xen:
         self.core.check_domain(d)
 
     def httbr(self, cpu: int) -> int:
-        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds). Raises RangeError
+        for a bad CPU."""
         self.core.check_cpu(cpu)
         return self.core.httbr(cpu)
 
@@ -188,7 +189,8 @@ class Xen:
         self.core.hyp_write(cpu, va, value)
 
     def flush_guest_all(self, d: Domain) -> None:
-        """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`)."""
+        """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`).
+        Raises RangeError for a domain that is not live."""
         self.core.check_domain(d)
         self.core.flush_guest_all(d)
 
@@ -263,7 +265,8 @@ class Xen:
         d.alive = False
 
     def context_switch(self, cpu: int, d: Domain | None) -> None:
-        """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`."""
+        """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`.
+        Raises RangeError for a bad CPU or a domain that is not live (nothing changed)."""
         context_switch(self.core, self.lookup, cpu, d)
 
     # --- p2m changes --------------------------------------------------------------------------
@@ -443,27 +446,34 @@ class Xen:
 
     # --- Xen's own mappings --------------------------------------------------------------------
     def vmap(self, mfns: list[int]) -> int:
-        """Map frames in the vmap area (see :meth:`Vmap.vmap`)."""
+        """Map frames in the vmap area (see :meth:`Vmap.vmap`). Raises RangeError for a bad
+        list of frames, OutOfSpace when VA or frames run out (nothing changed)."""
         return self.vmap_area.vmap(mfns)
 
     def vunmap(self, va: int) -> int:
-        """Unmap a vmap allocation (see :meth:`Vmap.vunmap`)."""
+        """Unmap a vmap allocation (see :meth:`Vmap.vunmap`). Raises InvalidFree for a ``va``
+        that is not the start of a live vmap allocation (nothing changed)."""
         return self.vmap_area.vunmap(va)
 
     def vmalloc(self, size: int) -> int:
-        """Allocate and map fresh frames (see :meth:`Vmap.vmalloc`)."""
+        """Allocate and map fresh frames (see :meth:`Vmap.vmalloc`). Raises RangeError for a
+        size that is not a positive int, OutOfSpace when frames or VA run out (nothing
+        changed)."""
         return self.vmap_area.vmalloc(size)
 
     def vfree(self, va: int) -> None:
-        """Free a vmalloc allocation (see :meth:`Vmap.vfree`)."""
+        """Free a vmalloc allocation (see :meth:`Vmap.vfree`). Raises InvalidFree for a
+        ``va`` that is not a live vmalloc allocation (nothing changed)."""
         self.vmap_area.vfree(va)
 
     def map_domain_page(self, cpu: int, mfn: int) -> int:
-        """Map ``mfn`` in ``cpu``'s domheap (see :meth:`Domheap.map_domain_page`)."""
+        """Map ``mfn`` in ``cpu``'s domheap (see :meth:`Domheap.map_domain_page`). Raises
+        RangeError for a bad CPU or MFN, OutOfSpace when every slot is busy."""
         return self.domheap.map_domain_page(cpu, mfn)
 
     def unmap_domain_page(self, cpu: int, va: int) -> None:
-        """Release a domheap mapping (see :meth:`Domheap.unmap_domain_page`)."""
+        """Release a domheap mapping (see :meth:`Domheap.unmap_domain_page`). Raises
+        RangeError for a bad CPU, InvalidFree for a ``va`` with no reference."""
         self.domheap.unmap_domain_page(cpu, va)
 
     # --- checks --------------------------------------------------------------------------------
@@ -472,7 +482,8 @@ class Xen:
         return [hit for mmu in self.mmus for hit in mmu.stale_hits]
 
     def check(self) -> None:
-        """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent."""
+        """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent (its
+        p2m, its dirty set, its split reserve)."""
         self.core.pagetables.check()
         check = getattr(self.lookup, "check", None)
         if check is not None:
@@ -480,3 +491,10 @@ class Xen:
         for d in self.domains.values():
             if d.logdirty and d.dirty != self.logdirty.scan(d):
                 raise InvariantError(f"d{d.domid}: dirty set differs from the p2m types")
+            d.p2m.check()
+            blocks = d.stage2.tracked_blocks() if d.logdirty else 0
+            if d.stage2.split_reserve < blocks:
+                raise InvariantError(
+                    f"d{d.domid}: {d.stage2.split_reserve} split frames reserved for "
+                    f"{blocks} log-dirty blocks: a write fault could run out of memory"
+                )

@@ -73,7 +73,8 @@ def gb_span(ipa_base: int, size: int) -> tuple[int, int]:
 
 
 def slots_for_ram(ipa_base: int, size: int) -> int:
-    """Number of 2MB window slots a domain with RAM ``[ipa_base, +size)`` needs. O(1)."""
+    """Number of 2MB window slots a domain with RAM ``[ipa_base, +size)`` needs. O(1).
+    Raises RangeError as :func:`gb_span`."""
     return gb_span(ipa_base, size)[1]
 
 

@@ -32,7 +32,8 @@ class Vmap:
 
     Every call is all or nothing: a vmap or vmalloc that cannot get its VA range, its frames or
     a level-3 table leaves the allocator (``vm_top`` included), memory and Xen's tables as
-    they were; a request larger than what is free is refused at once.
+    they were; a request larger than what is free is refused at once. The constructor
+    raises RangeError for a ``core`` that is not a Hypervisor.
     """
 
     def __init__(self, core: Hypervisor) -> None:
@@ -168,8 +169,8 @@ class Vmap:
         return va
 
     def vfree(self, va: int) -> None:
-        """Undo :meth:`vmalloc`: unmap, flush, free the frames. InvalidFree for a ``va`` that
-        is not the start of a live vmalloc allocation (nothing changed)."""
+        """Undo :meth:`vmalloc`: unmap, flush, free the frames. Raises InvalidFree for a ``va``
+        that is not the start of a live vmalloc allocation (nothing changed)."""
         frames = self._vmalloc.get(va) if isinstance(va, int) else None
         if frames is None:
             raise InvalidFree(f"vfree({shown(va)}): not a live vmalloc allocation")

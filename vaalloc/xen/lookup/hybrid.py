@@ -77,7 +77,7 @@ class HybridLookup(P2MLookup):
         self._for(d).write_leaf(cpu, d, ipa, value)
 
     def release(self, cpu: int) -> None:
-        """See :meth:`DomheapWalk.release`."""
+        """See :meth:`DomheapWalk.release`. Raises RangeError for a bad CPU."""
         self.walk.release(cpu)
 
     def check(self) -> None:

@@ -78,7 +78,8 @@ def limit_window(lookup: PartitionedVLPT, capacity: int | None) -> None:
 @attrs.frozen
 class SlotRun:
     """A domain's run of window slots: ``nr`` slots from ``first_slot`` for gigabytes
-    ``first_gb ..`` of its IPA space."""
+    ``first_gb ..`` of its IPA space. A plain record made by :meth:`PartitionedVLPT.reserve`:
+    its constructor raises nothing and checks nothing."""
 
     first_slot: int
     first_gb: int
@@ -99,7 +100,8 @@ class PartitionedVLPT(P2MLookup):
 
     ``third_va`` / ``second_va`` give the leaf and level-2 views; reads and writes go through
     the CPU's hyp MMU and TLB (``Xen.read_va``), and are counted as ``vlpt_reads`` /
-    ``vlpt_writes``. Context switch does nothing.
+    ``vlpt_writes``. Context switch does nothing. The constructor raises RangeError for a
+    ``core`` that is not a Hypervisor.
     """
 
     name = "partitioned"

@@ -144,13 +144,14 @@ class SwitchedVLPT(P2MLookup):
         return VLPT_FIRST_SLOT + cpu * self.capacity
 
     def third_va(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Hyp VA (on ``cpu``) of the p2m leaf of ``ipa``; RangeError unless ``d`` is installed
-        there and ``ipa`` lies in its RAM."""
+        """Hyp VA (on ``cpu``) of the p2m leaf of ``ipa``. Raises RangeError for a bad CPU or
+        domain, unless ``d`` is installed there and ``ipa`` lies in its RAM."""
         self._need_installed(cpu, d, ipa)
         return self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
 
     def second_va(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Hyp VA (on ``cpu``) of the p2m level-2 entry of ``ipa`` (through the loop slot)."""
+        """Hyp VA (on ``cpu``) of the p2m level-2 entry of ``ipa`` (through the loop slot).
+        Raises as :meth:`third_va`."""
         self._need_installed(cpu, d, ipa)
         return self._second_va(cpu, ipa)
 

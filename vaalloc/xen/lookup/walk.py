@@ -69,7 +69,8 @@ class DomheapWalk(P2MLookup):
 
     No window, nothing at enable, disable or context switch. Costs per fault: three
     map/unmap pairs (each one PTE write and one ``TLBIMVAH`` on arm32) and the three TLB
-    misses the fresh mappings cause.
+    misses the fresh mappings cause. The constructor raises RangeError for a ``core`` that
+    is not a Hypervisor.
     """
 
     name = "walk"
@@ -216,7 +217,9 @@ class DirectMapWalk(DomheapWalk):
     AArch64 EL2 MMU (``mmus64``) whose tables map all of physical memory with 1GB blocks;
     its misses are counted as ``hyp_tlb_misses`` / ``hyp_walk_reads`` like arm32's.
 
-    Its tables are allocated from ``core.mem`` at construction (a few frames).
+    Its tables are allocated from ``core.mem`` at construction (a few frames): the
+    constructor raises RangeError for a ``core`` that is not a Hypervisor, OutOfSpace when
+    no frame is left.
     """
 
     name = "walk64"
@@ -226,7 +229,11 @@ class DirectMapWalk(DomheapWalk):
         mem = core.mem
         self.directmap = PageTable(mem, XEN64_S1)
         start, size = mem.ram_base, mem.ram_end - mem.ram_base
-        self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
+        try:
+            self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
+        except BaseException:  # all or nothing: the root goes back
+            self.directmap.free()
+            raise
         capacity = core.mmus[0].tlb.capacity
         self.mmus64: list[MMU] = []
         for _ in range(core.cpus):
