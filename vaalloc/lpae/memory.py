@@ -31,6 +31,9 @@ _WORDS = FRAME_SIZE // 8
 _ZERO_FRAME = bytes(FRAME_SIZE)
 _ZERO_WORD = array("Q", [0])
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+#: The most one read_bytes / read_table call materialises (1GB): memory is sparse, results
+#: are not, and a request for a terabyte should be refused, not fill the host.
+MAX_READ_BYTES = 1 << 30
 
 
 class PhysicalMemory:
@@ -291,12 +294,12 @@ class PhysicalMemory:
 
     def read_bytes(self, pa: int, size: int) -> bytes:
         """``size`` bytes from ``pa`` (any alignment).  Raises RangeError for a bad address or
-        size, or a run past ``pa_bits``."""
+        size, a run past ``pa_bits`` or more than :data:`MAX_READ_BYTES` at once."""
         self._check(pa, 1)
         if (
             isinstance(size, bool)
             or not isinstance(size, int)
-            or size < 0
+            or not 0 <= size <= MAX_READ_BYTES
             or pa + size > self.limit
         ):
             raise RangeError(
@@ -367,9 +370,15 @@ class PhysicalMemory:
         """The ``n`` consecutive 64-bit words from ``pa`` (a table: 512 descriptors, or a
         concatenated root); unpopulated memory reads as zero.  O(n), one slice per frame.
 
-        Raises RangeError/AlignmentError for a bad ``pa`` or ``n``, or a run past ``pa_bits``."""
+        Raises RangeError/AlignmentError for a bad ``pa`` or ``n``, a run past ``pa_bits`` or
+        more than :data:`MAX_READ_BYTES` at once."""
         self._check(pa, 8)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or pa + 8 * n > self.limit:
+        if (
+            isinstance(n, bool)
+            or not isinstance(n, int)
+            or not 0 <= n <= MAX_READ_BYTES >> 3
+            or pa + 8 * n > self.limit
+        ):
             raise RangeError(f"{self!r}.read_table({pa:#x}, {n!r}): beyond the address space")
         out: list[int] = []
         while n:
