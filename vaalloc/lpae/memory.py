@@ -46,6 +46,18 @@ class PhysicalMemory:
     name="frames")``, so tables are packed low and runs of frames can be aligned (two
     concatenated stage-2 root pages need an 8KB-aligned pair).
 
+    **Live tables.**  A run allocated with an ``owner`` (``alloc_frames(..., owner=pt)``, or
+    claimed later with :meth:`claim_table`) is a live translation table of that owner:
+    :meth:`free_frames` refuses it (InvalidFree) unless the owner frees it, so a table still
+    linked into a tree cannot be freed from under the walkers.  :class:`PageTable` and Xen's
+    own tables register every table frame they allocate; :meth:`table_allocations` lists them.
+
+    **Fault injection.**  :attr:`alloc_hook` is called before every allocation and may raise
+    OutOfSpace: the seam tests use to fail the k-th allocation of an operation.
+
+    Raises RangeError for a ``pa_bits`` that is not an int in 32..52 or a RAM range that is
+    not ints inside it, AlignmentError for a RAM range that is not 4KB-aligned.
+
     Not thread-safe by itself: callers that share one memory between threads serialise
     around it (the allocator underneath has its own lock).
     """
