@@ -236,10 +236,35 @@ class World:
         self.mmu.hyp_read64(0x40_0000)
         self.mmu.guest_pa(0x8000_0000)
         self.xens: dict[str, Xen] = {}
+        # Every domain ever made here, destroyed ones included: the choices of a draw must
+        # not change as calls destroy domains (hypothesis replays draws).
+        self.made: list[Any] = []
         self.xen = self.xen_for("partitioned")
         self.d = self.xen.domains[1]
         self.dead = self.xen.create_domain(2 * MB)
         self.xen.destroy_domain(self.dead)
+        self.made.append(self.dead)
+        self.run = self.xen.vlpt.run(self.d)
+        d = self.d
+        self.addresses = [
+            0x40_0000,
+            0x40_1008,
+            0x60_0000,
+            0x8000_0000,
+            0x8010_0000,
+            self.pt.root,
+            self.s2.root,
+            d.ram_base,
+            d.ram_base + 2 * MB + 5 * PAGE,
+            d.ram_end - 8,
+            d.ram_end,
+            d.p2m.root,
+            self.xen.httbr(0),
+            self.xen.vlpt.third_va(d, d.ram_base),
+            self.xen.vlpt.second_va(d, d.ram_base),
+            0x1000_7000,
+            0x8000_0000 + 5 * PAGE,
+        ]
 
     def xen_for(self, lookup: str) -> Xen:
         xen = self.xens.get(lookup)
@@ -251,10 +276,11 @@ class World:
             xen.logdirty.enable(d)
             xen.guest_write(d, d.ram_base + 2 * MB + 5 * PAGE, cpu=0)
             xen.vmalloc(3 * PAGE)
+            self.made.extend(xen.domains.values())
         return xen
 
     def domains(self) -> list[Any]:
-        return [d for xen in self.xens.values() for d in xen.domains.values()] + [self.dead]
+        return list(self.made)
 
     def state(self, relaxed: bool = False) -> Any:
         lpae = lpae_state(self.mem, [self.pt, self.s2], [] if relaxed else [self.mmu])
@@ -293,7 +319,7 @@ def _receivers(w: World) -> dict[str, Callable[[], Any]]:
         "P2M": lambda: w.d.stage2,
         "Domain": lambda: w.d,
         "PartitionedVLPT": lambda: w.xen.lookup,
-        "SlotRun": lambda: w.xen.vlpt.run(w.d),
+        "SlotRun": lambda: w.run,
         "SwitchedVLPT": lambda: w.xen_for("switched").lookup,
         "DomheapWalk": lambda: w.xen_for("walk").lookup,
         "DirectMapWalk": lambda: w.xen_for("walk64").lookup,
@@ -366,26 +392,7 @@ def _from(make: Callable[[World], list[Any]]) -> Callable[[World], st.SearchStra
 
 
 def _addresses(w: World) -> list[Any]:
-    d = w.d
-    return [
-        0x40_0000,
-        0x40_1008,
-        0x60_0000,
-        0x8000_0000,
-        0x8010_0000,
-        w.pt.root,
-        w.s2.root,
-        d.ram_base,
-        d.ram_base + 2 * MB + 5 * PAGE,
-        d.ram_end - 8,
-        d.ram_end,
-        d.p2m.root,
-        w.xen.httbr(0),
-        w.xen.vlpt.third_va(d, d.ram_base),
-        w.xen.vlpt.second_va(d, d.ram_base),
-        0x1000_7000,
-        0x8000_0000 + 5 * PAGE,
-    ]
+    return w.addresses
 
 
 def _flags(w: World) -> st.SearchStrategy[Any]:

@@ -409,9 +409,11 @@ class PhysicalMemory:
         Raises RangeError/AlignmentError for a bad ``pa``, a run past ``pa_bits`` or a value
         outside [0, 2**64); nothing is stored then."""
         self._check(pa, 8)
+        if isinstance(values, (str, bytes, bytearray, memoryview)):
+            raise RangeError(f"{self!r}.write_table({pa:#x}): {values!r:.40} are not 64-bit values")
         try:
             words = array("Q", values)
-        except (OverflowError, TypeError) as error:
+        except (OverflowError, TypeError, ValueError) as error:
             raise RangeError(
                 f"{self!r}.write_table({pa:#x}): not 64-bit values ({error})"
             ) from None

@@ -359,7 +359,8 @@ def walk(
 
     Returns a :class:`Translation` with every descriptor read, or a :class:`Fault`.  ``ptw``,
     when given, translates each descriptor address before it is read (stage 2 under a stage-1
-    walk) and returns a PA or the stage-2 Fault to report.  O(levels).
+    walk) and returns a PA (an 8-aligned int below 2**52) or the stage-2 Fault to report; anything
+    else it returns is a RangeError.  O(levels).
     Raises RangeError for a ``mem`` that is not a PhysicalMemory, a ``fmt`` that is not a
     Format, a root that is not an 8-aligned address of ``mem``, an address wider than the
     format's register, an unknown access, a ``user`` that is not a bool or is True in a regime
@@ -387,6 +388,10 @@ def walk(
             translated = ptw(slot)
             if isinstance(translated, Fault):
                 return attrs.evolve(translated, va=va, s1ptw=True, access=acc)
+            if translated.__class__ is not int or not 0 <= translated < 1 << 52 or translated & 7:
+                raise RangeError(
+                    f"{where}: ptw({slot:#x}) returned {translated!r}, not a PA or a Fault"
+                )
             slot = translated
         words = frames.get(slot >> 12)
         desc: int = 0 if words is None else words[(slot >> 3) & 511]
