@@ -173,16 +173,22 @@ class P2M:
         """Store descriptor ``value`` at ``pa`` (the level-``level`` entry for ``ipa``).
 
         Table-level changes are reported to ``on_change`` *after* the store, with the old
-        value, so the listener sees memory in its new state.  Raises RangeError for a level
-        outside 1..3, a bad IPA, PA or value (nothing stored), or a freed p2m."""
+        value, so the listener sees memory in its new state; when the listener raises (the
+        VLPT refuses to show a 1GB block: InvariantError) the old value is put back and the
+        error passes on.  Raises RangeError for a level outside 1..3, a bad IPA, PA or value
+        (nothing stored), or a freed p2m."""
         self._need_live("write_entry")
         check_int(level, f"{self!r}.write_entry", "level", 1, 4)
         self.check_ipa(ipa)
         old = self._read(pa)
         self.mem.write64(pa, value)
-        self.ledger.add("p2m_pte_writes")
         if level < 3 and old != value and self.on_change is not None:
-            self.on_change(level, ipa, old, value)
+            try:
+                self.on_change(level, ipa, old, value)
+            except BaseException:  # the listener refused it (a 1GB block under the VLPT)
+                self.mem.write64(pa, old)
+                raise
+        self.ledger.add("p2m_pte_writes")
 
     def _new_table(self, level: int, values: list[int], *, reserved: bool = False) -> int:
         pa = self.table.new_table(level, reserved=reserved)
