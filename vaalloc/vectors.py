@@ -111,6 +111,16 @@ _WALK_FORMATS: tuple[Format, ...] = (
 )
 
 
+def _check_seed(seed: object, what: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RangeError(f"{what}: seed={seed!r} is not an int")
+
+
+def _check_count(value: object, what: str, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RangeError(f"{what}: {name}={value!r} is not an int >= 0")
+
+
 def _hex(value: int) -> str:
     return f"{value:#x}"
 
@@ -152,9 +162,11 @@ def alloc_trace(name: str, ops: int, seed: int) -> dict[str, Any]:
     refusal); the ``xen_vmap-grow`` trace allocates 75% of the time.  Xen traces record
     ``vm_low``/``vm_top`` after each op.
 
-    Cost: O(ops log n).  Raises RangeError for an unknown ``name`` or ``ops < 1``.
+    Cost: O(ops log n).  Raises RangeError for an unknown ``name``, an ``ops`` that is not an
+    int >= 1 or a ``seed`` that is not an int.
     """
-    if ops < 1:
+    _check_seed(seed, "alloc_trace")
+    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 1:
         raise RangeError(f"alloc_trace({name!r}): ops={ops} must be at least 1")
     xen = name in _XEN_REGIONS
     if xen:
@@ -226,7 +238,14 @@ def _free_op(a: RangeAllocator, rng: random.Random, live: list[int]) -> dict[str
 
 def alloc_text(trace: dict[str, Any]) -> str:
     """The text form of a Xen alloc trace (see the module docstring). Raises RangeError for
-    a trace that is not a ``xen_vmap`` one."""
+    a trace that is not a ``xen_vmap`` one, or not an :func:`alloc_trace` at all."""
+    try:
+        return _alloc_text(trace)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise RangeError(f"alloc_text: {trace!r:.80} is not an alloc_trace") from None
+
+
+def _alloc_text(trace: dict[str, Any]) -> str:
     head = trace["allocator"]
     if head["kind"] != "xen_vmap":
         raise RangeError(f"alloc_text: trace {trace['name']!r} is not a xen_vmap trace")
@@ -289,8 +308,13 @@ def walk_cases(fmt: Format, cases: int, seed: int) -> dict[str, Any]:
     ``[pa, value]`` hex pairs; ``root`` is the table base to start from.  Each case holds
     ``va``, ``access``, ``user`` and either ``translation`` (``pa``, ``level``,
     ``descriptor``, ``block_size``, ``readable``, ``writable``, ``executable``) or ``fault``
-    (``kind``, ``level``).  Cost: O(cases) walks.
+    (``kind``, ``level``).  Cost: O(cases) walks.  Raises RangeError for a ``fmt`` that is
+    not a Format, a ``cases`` that is not an int >= 0 or a ``seed`` that is not an int.
     """
+    if not isinstance(fmt, Format):
+        raise RangeError(f"walk_cases: fmt={fmt!r} is not a Format")
+    _check_count(cases, "walk_cases", "cases")
+    _check_seed(seed, "walk_cases")
     rng = random.Random(f"{seed}:walk:{fmt.name}")
     mem, pt, starts = _build_tables(fmt, rng)
     limit = 1 << 32  # every run lies in the first 4GB, which every format translates
@@ -367,8 +391,11 @@ def vlpt_cases(cases: int, seed: int) -> dict[str, Any]:
     VA of the p2m leaf translating the IPA) and ``second`` (hyp VA of the level-2 entry, read
     through loop slot ``loop_slot``), both ``null`` when the IPA is outside the run.  The
     runs are the ones the model's window allocator hands out for domains of random sizes;
-    one case in eight has an IPA just outside its run.  Cost: O(cases).
+    one case in eight has an IPA just outside its run.  Cost: O(cases).  Raises RangeError
+    for a ``cases`` that is not an int >= 0 or a ``seed`` that is not an int.
     """
+    _check_count(cases, "vlpt_cases", "cases")
+    _check_seed(seed, "vlpt_cases")
     rng = random.Random(f"{seed}:vlpt")
     window = new_window()
     records: list[dict[str, Any]] = []
@@ -410,8 +437,13 @@ def vlpt_case(first_slot: int, first_gb: int, nr: int, ipa: int) -> dict[str, An
     """One VLPT vector: the run, the IPA, and the expected ``third``/``second`` hyp VAs (hex
     strings, both ``None`` when ``ipa`` is outside the run), as :func:`vlpt_cases` writes it.
 
-    Raises RangeError if the run does not lie inside the window (not a vector: a bad call).
+    Raises RangeError if the run does not lie inside the window (not a vector: a bad call)
+    or an argument is not an int.
     """
+    for name, value in (("first_slot", first_slot), ("first_gb", first_gb), ("nr", nr)):
+        _check_count(value, "vlpt_case", name)
+    if isinstance(ipa, bool) or not isinstance(ipa, int):
+        raise RangeError(f"vlpt_case: ipa={ipa!r} is not an int")
     rec: dict[str, Any] = {
         "first_slot": first_slot,
         "first_gb": first_gb,
@@ -429,7 +461,15 @@ def vlpt_case(first_slot: int, first_gb: int, nr: int, ipa: int) -> dict[str, An
 
 
 def vlpt_text(vectors: dict[str, Any]) -> str:
-    """The text form of :func:`vlpt_cases` (see the module docstring)."""
+    """The text form of :func:`vlpt_cases` (see the module docstring). Raises RangeError for
+    something that is not a :func:`vlpt_cases` result."""
+    try:
+        return _vlpt_text(vectors)
+    except (KeyError, TypeError, AttributeError):
+        raise RangeError(f"vlpt_text: {vectors!r:.80} is not a vlpt_cases result") from None
+
+
+def _vlpt_text(vectors: dict[str, Any]) -> str:
     loop = vectors["loop_slot"]
     lines = [
         f"# vaalloc {vaalloc.__version__}: VLPT address computations ('-' = outside the run)",
@@ -521,9 +561,15 @@ def write_vectors(
     the VLPT cases.  ``progress(step, done, total)`` is called after each file.  The output
     is a pure function of the arguments.  Cost: O(ops log n + walks + vlpt).
 
-    Raises RangeError for a count below 1 and ``OSError`` (not a vaalloc error) when the
-    directory cannot be written.
+    Raises RangeError for a count below 1, a ``directory`` that is not a str or Path, a
+    ``seed`` that is not an int or a ``progress`` that is not callable, and ``OSError`` (not
+    a vaalloc error) when the directory cannot be written.
     """
+    if not isinstance(directory, (str, Path)):
+        raise RangeError(f"write_vectors: directory={directory!r} is not a str or Path")
+    _check_seed(seed, "write_vectors")
+    if progress is not None and not callable(progress):
+        raise RangeError(f"write_vectors: progress={progress!r} is not callable")
     for label, count in (("ops", ops), ("walks", walks), ("vlpt", vlpt)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise RangeError(f"write_vectors: {label}={count!r} must be an int of at least 1")

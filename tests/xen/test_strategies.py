@@ -163,16 +163,23 @@ def test_switched_refuses_a_domain_wider_than_its_window() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"flush": "some"}, {"capacity": 0}, {"capacity": 32}, {"capacity": True}, {"ceiling": -1}],
+    [
+        {"flush": "some"},
+        {"capacity": 0},
+        {"capacity": 32},
+        {"capacity": True},
+        {"ceiling": -1},
+        {"lazy": 1},
+    ],
 )
 def test_switched_bad_options(kwargs: dict[str, object]) -> None:
     with pytest.raises(RangeError):
-        SwitchedVLPT(Xen(2), **kwargs)  # type: ignore[arg-type]
+        SwitchedVLPT(Xen(2).core, **kwargs)  # type: ignore[arg-type]
 
 
 def test_switched_capacity_defaults_to_a_share_of_the_window() -> None:
     for cpus in (1, 2, 3, 8):
-        assert SwitchedVLPT(Xen(cpus)).capacity == VLPT_DOMAIN_SLOTS // cpus
+        assert SwitchedVLPT(Xen(cpus).core).capacity == VLPT_DOMAIN_SLOTS // cpus
 
 
 # --- walk -----------------------------------------------------------------------------------

@@ -77,13 +77,23 @@ def is_table(desc: int) -> bool:
     """True if ``desc`` is a table descriptor (levels 0-2) or a page (level 3): bits 1:0 = 0b11.
 
     The same test answers both because the architecture uses one encoding for both; which one
-    a descriptor *is* depends on the level it is read at."""
+    a descriptor *is* depends on the level it is read at.  Raises RangeError for a ``desc``
+    that is not an int."""
+    if desc.__class__ is not int:
+        raise _not_a_word("is_table", desc)
     return desc & TYPE_MASK == TYPE_TABLE
 
 
 def is_block(desc: int) -> bool:
-    """True if ``desc`` is a block descriptor (bits 1:0 = 0b01; invalid when read at level 3)."""
+    """True if ``desc`` is a block descriptor (bits 1:0 = 0b01; invalid when read at level 3).
+    Raises RangeError for a ``desc`` that is not an int."""
+    if desc.__class__ is not int:
+        raise _not_a_word("is_block", desc)
     return desc & TYPE_MASK == TYPE_BLOCK
+
+
+def _not_a_word(what: str, value: object) -> RangeError:
+    return RangeError(f"{what}({value!r}): a descriptor is an int")
 
 
 def _uint(width: int) -> Any:
@@ -99,8 +109,14 @@ def _uint(width: int) -> Any:
     return check
 
 
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    """An attrs field validator: a bool (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise RangeError(f"{type(instance).__name__}.{attribute.name} = {value!r}: expected a bool")
+
+
 def _address(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or value & ~ADDR_MASK:
+    if isinstance(value, bool) or not isinstance(value, int) or value & ~ADDR_MASK:
         raise RangeError(
             f"{type(instance).__name__}.{attribute.name} = {value!r}: expected a 4KB-aligned "
             "address below 2**48"
@@ -256,18 +272,18 @@ class S1Attrs:
     ``ap`` is AP[2:1]: 0 = RW privileged only, 1 = RW any, 2 = RO privileged only, 3 = RO any.
     In the hyp (EL2) regime AP[1] has no meaning (there is no unprivileged level): only AP[2]
     (read-only) counts, and ``pxn`` is ignored.  ``sw`` is the 4 software bits 58:55.
-    Raises RangeError on a field that does not fit.
+    Raises RangeError on a field that does not fit (a flag that is not a bool included).
     """
 
     attr_indx: int = attrs.field(default=0, validator=_uint(3))
-    ns: bool = False
+    ns: bool = attrs.field(default=False, validator=_flag)
     ap: int = attrs.field(default=0, validator=_uint(2))
     sh: int = attrs.field(default=3, validator=_uint(2))
-    af: bool = True
-    ng: bool = False
-    contiguous: bool = False
-    pxn: bool = False
-    xn: bool = False
+    af: bool = attrs.field(default=True, validator=_flag)
+    ng: bool = attrs.field(default=False, validator=_flag)
+    contiguous: bool = attrs.field(default=False, validator=_flag)
+    pxn: bool = attrs.field(default=False, validator=_flag)
+    xn: bool = attrs.field(default=False, validator=_flag)
     sw: int = attrs.field(default=0, validator=_uint(4))
 
     @property
@@ -288,7 +304,9 @@ class S1Attrs:
 
     @classmethod
     def from_descriptor(cls, value: int) -> S1Attrs:
-        """The template of a raw leaf descriptor (bits 51:48 are not part of a template)."""
+        """The template of a raw leaf descriptor (bits 51:48 are not part of a template).
+        Raises RangeError for a value outside [0, 2**64)."""
+        _check_u64(cls, value)
         return cls(
             attr_indx=(value >> 2) & 7,
             ns=bool(value >> 5 & 1),
@@ -309,15 +327,16 @@ class S2Attrs:
 
     Defaults: normal write-back memory (MemAttr 0xF), inner shareable, AF=1, read/write
     (S2AP=0b11), executable.  ``s2ap`` bit 0 grants read, bit 1 write; ``sw`` is the 4
-    software bits where Xen keeps the p2m type.  Raises RangeError on a field that does not fit.
+    software bits where Xen keeps the p2m type.  Raises RangeError on a field that does not fit
+    (a flag that is not a bool included).
     """
 
     mem_attr: int = attrs.field(default=0xF, validator=_uint(4))
     s2ap: int = attrs.field(default=3, validator=_uint(2))
     sh: int = attrs.field(default=3, validator=_uint(2))
-    af: bool = True
-    contiguous: bool = False
-    xn: bool = False
+    af: bool = attrs.field(default=True, validator=_flag)
+    contiguous: bool = attrs.field(default=False, validator=_flag)
+    xn: bool = attrs.field(default=False, validator=_flag)
     sw: int = attrs.field(default=0, validator=_uint(4))
 
     @property
@@ -335,7 +354,9 @@ class S2Attrs:
 
     @classmethod
     def from_descriptor(cls, value: int) -> S2Attrs:
-        """The template of a raw leaf descriptor."""
+        """The template of a raw leaf descriptor.  Raises RangeError for a value outside
+        [0, 2**64)."""
+        _check_u64(cls, value)
         return cls(
             mem_attr=(value >> 2) & 0xF,
             s2ap=(value >> 6) & 3,

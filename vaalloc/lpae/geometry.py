@@ -27,6 +27,7 @@ from typing import Literal
 import attrs
 
 from vaalloc.errors import RangeError
+from vaalloc.lpae._checks import check_int
 
 __all__ = [
     "AARCH64_S1_48",
@@ -95,6 +96,14 @@ class Format:
     addr_mask: int = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise RangeError(f"Format(name={self.name!r}): expected a str")
+        if self.arch not in ("armv7", "aarch64"):
+            raise RangeError(f"format {self.name!r}: arch={self.arch!r}, expected armv7/aarch64")
+        if self.regime not in ("el2", "el1&0", "s2"):
+            raise RangeError(f"format {self.name!r}: regime={self.regime!r}, expected el2/el1&0/s2")
+        for field in ("stage", "granule", "ia_bits", "oa_bits", "start_level"):
+            check_int(getattr(self, field), f"Format({self.name!r})", field)
         if self.granule not in _TG0_ENCODING:
             raise RangeError(f"granule {self.granule:#x} of format {self.name!r} is not 4K/16K/64K")
         if self.arch == "armv7" and self.granule != 4096:
@@ -138,6 +147,11 @@ class Format:
         """The levels a walk visits, root first (e.g. ``(1, 2, 3)`` for ARMv7)."""
         return tuple(range(self.start_level, 4))
 
+    def _level(self, level: int, what: str) -> int:
+        if level.__class__ is not int or not 0 <= level <= 3:
+            raise RangeError(f"{self.name}.{what}: level {level!r} is not 0..3")
+        return level
+
     @property
     def root_pages(self) -> int:
         """Number of concatenated granule-sized tables at the root (1 unless stage 2)."""
@@ -149,24 +163,29 @@ class Format:
         return self.granule // 8
 
     def block_size(self, level: int) -> int:
-        """Bytes mapped by one descriptor at ``level`` (1GB/2MB/4KB for the 4KB granule)."""
-        return 1 << self.shifts[level]
+        """Bytes mapped by one descriptor at ``level`` (1GB/2MB/4KB for the 4KB granule).
+        Raises RangeError for a level that is not an int in 0..3."""
+        return 1 << self.shifts[self._level(level, "block_size")]
 
     def can_block(self, level: int) -> bool:
         """True when a leaf may sit at ``level``: a block (levels first_block_level..2) or a
-        page (level 3).  A 4KB-granule block at level 0 is a translation fault."""
-        return self.first_block_level <= level <= 3
+        page (level 3).  A 4KB-granule block at level 0 is a translation fault.
+        Raises RangeError for a level that is not an int in 0..3."""
+        return self.first_block_level <= self._level(level, "can_block") <= 3
 
     def index(self, va: int, level: int) -> int:
-        """Index of the descriptor for ``va`` in the ``level`` table (root: concatenated)."""
-        shift = self.shifts[level]
+        """Index of the descriptor for ``va`` in the ``level`` table (root: concatenated).
+        Raises RangeError for a ``va`` that is not a non-negative int or a bad level."""
+        shift = self.shifts[self._level(level, "index")]
+        check_int(va, f"{self.name}.index", "va", 0)
         if level == self.start_level:
             return (va >> shift) & (self.root_entries - 1)
         return (va >> shift) & (self.entries_per_table - 1)
 
     def table_span(self, level: int) -> int:
-        """Bytes of input address one table at ``level`` covers (root: the whole input)."""
-        if level == self.start_level:
+        """Bytes of input address one table at ``level`` covers (root: the whole input).
+        Raises RangeError for a level that is not an int in 0..3."""
+        if self._level(level, "table_span") == self.start_level:
             return 1 << self.ia_bits
         return self.entries_per_table << self.shifts[level]
 
@@ -259,7 +278,10 @@ concatenated 4KB tables (1024 entries)."""
 def armv7_s2(ia_bits: int = 40, start_level: int = 1) -> Format:
     """An ARMv7 stage-2 format for an IPA of ``ia_bits`` (VTCR.T0SZ = 32 - ia_bits, signed)
     starting at ``start_level`` (VTCR.SL0 = 2 - start_level).  Raises RangeError when the
-    root would need more than 16 concatenated tables or resolve no bit."""
+    root would need more than 16 concatenated tables or resolve no bit, or for arguments
+    that are not ints."""
+    check_int(ia_bits, "armv7_s2", "ia_bits")
+    check_int(start_level, "armv7_s2", "start_level")
     return Format(
         name=f"armv7-s2-{ia_bits}-l{start_level}",
         arch="armv7",
@@ -294,7 +316,14 @@ def aarch64_s1(
 
     ``oa_bits`` is TCR.IPS (an output beyond it is an address-size fault); ``regime`` is
     ``"el1&0"`` (EL0/EL1 split, UXN/PXN, ASIDs) or ``"el2"`` (non-VHE hyp).
-    Raises RangeError for an unsupported combination."""
+    Raises RangeError for an unsupported combination or a non-int argument."""
+    check_int(va_bits, "aarch64_s1", "va_bits")
+    check_int(granule, "aarch64_s1", "granule")
+    check_int(oa_bits, "aarch64_s1", "oa_bits")
+    if granule not in _TG0_ENCODING:
+        raise RangeError(f"aarch64_s1: granule {granule:#x} is not 4K/16K/64K")
+    if regime not in ("el2", "el1&0"):
+        raise RangeError(f"aarch64_s1: regime={regime!r}, expected 'el2' or 'el1&0'")
     if not 16 <= 64 - va_bits <= 39 + (0 if granule == 4096 else 8):
         raise RangeError(f"va_bits {va_bits} (T0SZ {64 - va_bits}) out of range")
     if oa_bits not in _PS_ENCODING:
@@ -334,7 +363,16 @@ def aarch64_s2(
     """AArch64 stage-2 format: VTCR.PS from ``pa_bits``, T0SZ = 64 - ia_bits (default: the IPA
     is as wide as the PA, as Xen configures it).  The default start level reproduces Xen's
     table for 4KB pages (pa bits, T0SZ, root order, SL0): 32,32,0,1; 36,28,0,1; 40,24,1,1;
-    42,22,3,1; 44,20,0,2; 48,16,0,2.  Raises RangeError for an unsupported combination."""
+    42,22,3,1; 44,20,0,2; 48,16,0,2.  Raises RangeError for an unsupported combination or a
+    non-int argument."""
+    check_int(pa_bits, "aarch64_s2", "pa_bits")
+    check_int(granule, "aarch64_s2", "granule")
+    if granule not in _TG0_ENCODING:
+        raise RangeError(f"aarch64_s2: granule {granule:#x} is not 4K/16K/64K")
+    if ia_bits is not None:
+        check_int(ia_bits, "aarch64_s2", "ia_bits", 1, 64)
+    if start_level is not None:
+        check_int(start_level, "aarch64_s2", "start_level", 0, 4)
     if pa_bits not in _PS_ENCODING:
         raise RangeError(f"pa_bits {pa_bits} is not a VTCR.PS size")
     ia = pa_bits if ia_bits is None else ia_bits

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import AlignmentError, InvalidFree, RangeError
+from vaalloc.lpae._checks import check_int
+from vaalloc.lpae._checks import shown as _shown
 
 __all__ = ["FRAME_SIZE", "PhysicalMemory"]
 
@@ -29,6 +31,9 @@ _WORDS = FRAME_SIZE // 8
 _ZERO_FRAME = bytes(FRAME_SIZE)
 _ZERO_WORD = array("Q", [0])
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+#: The most one read_bytes / read_table call materialises (1GB): memory is sparse, results
+#: are not, and a request for a terabyte should be refused, not fill the host.
+MAX_READ_BYTES = 1 << 30
 
 
 class PhysicalMemory:
@@ -41,6 +46,18 @@ class PhysicalMemory:
     name="frames")``, so tables are packed low and runs of frames can be aligned (two
     concatenated stage-2 root pages need an 8KB-aligned pair).
 
+    **Live tables.**  A run allocated with an ``owner`` (``alloc_frames(..., owner=pt)``, or
+    claimed later with :meth:`claim_table`) is a live translation table of that owner:
+    :meth:`free_frames` refuses it (InvalidFree) unless the owner frees it, so a table still
+    linked into a tree cannot be freed from under the walkers.  :class:`PageTable` and Xen's
+    own tables register every table frame they allocate; :meth:`table_allocations` lists them.
+
+    **Fault injection.**  :attr:`alloc_hook` is called before every allocation and may raise
+    OutOfSpace: the seam tests use to fail the k-th allocation of an operation.
+
+    Raises RangeError for a ``pa_bits`` that is not an int in 32..52 or a RAM range that is
+    not ints inside it, AlignmentError for a RAM range that is not 4KB-aligned.
+
     Not thread-safe by itself: callers that share one memory between threads serialise
     around it (the allocator underneath has its own lock).
     """
@@ -52,11 +69,14 @@ class PhysicalMemory:
         ram_base: int = 0x8000_0000,
         ram_size: int | None = None,
     ) -> None:
+        check_int(pa_bits, "PhysicalMemory", "pa_bits")
         if not 32 <= pa_bits <= 52:
             raise RangeError(f"PhysicalMemory(pa_bits={pa_bits}): expected 32..52")
         limit = 1 << pa_bits
+        check_int(ram_base, "PhysicalMemory", "ram_base")
         if ram_size is None:
             ram_size = limit - ram_base
+        check_int(ram_size, "PhysicalMemory", "ram_size")
         if ram_base % FRAME_SIZE or ram_size % FRAME_SIZE:
             raise AlignmentError(
                 f"PhysicalMemory RAM [{ram_base:#x}, +{ram_size:#x}) is not 4KB-aligned"
@@ -81,9 +101,18 @@ class PhysicalMemory:
             name="frames",
         )
         self._frames_in_use = 0
+        # Live table allocations: first PA of the run -> the object that owns the table.
+        self._tables: dict[int, object] = {}
         self.trace: list[tuple[int, int]] | None = None
         """When a list, every 64-bit store appends ``(pa, value)``: tests use it to check the
         order of descriptor writes (break-before-make).  ``None`` (default) costs nothing."""
+        self.alloc_hook: Callable[[int, int], None] | None = None
+        """When set, called as ``alloc_hook(n, align)`` before every frame allocation (after
+        the arguments were checked, before anything changes).  An exception it raises is the
+        allocation's failure: raise :class:`~vaalloc.errors.OutOfSpace` to make this memory
+        run out exactly there.  The seam fault-injection tests use to fail the k-th
+        allocation of an operation and check that the operation then changed nothing.
+        ``None`` (default) costs one attribute test per allocation."""
 
     def __repr__(self) -> str:
         return (
@@ -93,10 +122,15 @@ class PhysicalMemory:
 
     # -- frame allocation -------------------------------------------------------------------
 
-    def alloc_frames(self, n: int = 1, align: int = 1) -> int:
+    def alloc_frames(self, n: int = 1, align: int = 1, *, owner: object = None) -> int:
         """Allocate ``n`` contiguous zeroed frames aligned to ``align`` frames; return the PA.
 
-        First fit, O(log holes) in the allocator.  Raises OutOfSpace when RAM has no such run,
+        ``owner``, when given, marks the run as a live *table* of that object (a
+        :class:`~vaalloc.lpae.PageTable`, Xen's own tables): :meth:`free_frames` then refuses
+        it unless the same owner frees it, so a table still linked into a tree cannot be
+        freed from under its walker.  First fit, O(log holes) in the allocator.
+
+        Raises OutOfSpace when RAM has no such run (or :attr:`alloc_hook` says so),
         RangeError/AlignmentError for a bad ``n``/``align``; nothing changes on failure.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -105,29 +139,69 @@ class PhysicalMemory:
             raise AlignmentError(f"{self!r}.alloc_frames(align={align!r}): not a power of two")
         if align & (align - 1):
             raise AlignmentError(f"{self!r}.alloc_frames(align={align!r}): not a power of two")
+        if self.alloc_hook is not None:
+            self.alloc_hook(n, align)
         pa: int = self._allocator.alloc(n, align)
         first = pa >> FRAME_SHIFT
         frames = self._frames
         for frame in range(first, first + n):
             frames.pop(frame, None)  # a freed frame may have been written since: zero it
         self._frames_in_use += n
+        if owner is not None:
+            self._tables[pa] = owner
         return pa
 
-    def free_frames(self, pa: int) -> int:
+    def free_frames(self, pa: int, *, owner: object = None) -> int:
         """Free the run of frames allocated at ``pa``; return how many frames that was.
 
         The freed frames read as zero afterwards (their storage is dropped, like a scrubbed
         page), which also keeps the model's own memory use proportional to what is live.
-        Raises InvalidFree if ``pa`` is not the start of a live allocation.
+        Raises InvalidFree if ``pa`` is not the start of a live allocation, if it is a live
+        table and ``owner`` is not the object that owns it, or if ``owner`` is given and
+        ``pa`` is not that owner's table; nothing changes then.
         """
-        if not isinstance(pa, int) or pa % FRAME_SIZE:
-            raise InvalidFree(f"{self!r}.free_frames({pa!r}): not a frame address")
+        if isinstance(pa, bool) or not isinstance(pa, int) or pa % FRAME_SIZE:
+            raise InvalidFree(f"{self!r}.free_frames({_shown(pa)}): not a frame address")
+        holder = self._tables.get(pa)
+        if holder is not owner:
+            if holder is None:
+                raise InvalidFree(
+                    f"{self!r}.free_frames({pa:#x}, owner={owner!r}): not a table of that owner"
+                )
+            raise InvalidFree(f"{self!r}.free_frames({pa:#x}): a live table of {holder!r}")
         n: int = self._allocator.free(pa)
         first = pa >> FRAME_SHIFT
         for frame in range(first, first + n):
             self._frames.pop(frame, None)
         self._frames_in_use -= n
+        if holder is not None:
+            del self._tables[pa]
         return n
+
+    def claim_table(self, pa: int, owner: object) -> None:
+        """Mark the live allocation at ``pa`` as a table of ``owner`` (tables adopted from
+        memory): from now on :meth:`free_frames` refuses it except from ``owner``.
+
+        Raises InvalidFree if ``pa`` is not the start of a live allocation or is already a
+        table of another owner, RangeError for an ``owner`` of None."""
+        if owner is None:
+            raise RangeError(f"{self!r}.claim_table({_shown(pa)}): owner must not be None")
+        if not self.is_allocation(pa):
+            raise InvalidFree(f"{self!r}.claim_table({_shown(pa)}): not a live allocation")
+        holder = self._tables.get(pa)
+        if holder is not None and holder is not owner:
+            raise InvalidFree(f"{self!r}.claim_table({pa:#x}): already a table of {holder!r}")
+        self._tables[pa] = owner
+
+    def table_owner(self, pa: int) -> object:
+        """The owner of the live table allocated at ``pa``, or None (not a table, or not the
+        first frame of one; it never raises).  O(1)."""
+        return self._tables.get(pa) if isinstance(pa, int) else None
+
+    def table_allocations(self) -> Iterator[tuple[int, object]]:
+        """Live table allocations as ``(pa, owner)``, ascending."""
+        tables = self._tables
+        return iter([(pa, tables[pa]) for pa in sorted(tables)])
 
     @property
     def frames_in_use(self) -> int:
@@ -135,12 +209,19 @@ class PhysicalMemory:
         return self._frames_in_use
 
     @property
+    def frames_free(self) -> int:
+        """Frames of RAM not allocated (in any number of runs).  O(1)."""
+        free: int = self._allocator.stats().free
+        return free
+
+    @property
     def populated_frames(self) -> int:
         """Frames that hold storage (written at least once since allocation or ever)."""
         return len(self._frames)
 
     def is_allocation(self, pa: int) -> bool:
-        """True when ``pa`` is the first frame of a live allocation.  O(log n)."""
+        """True when ``pa`` is the first frame of a live allocation (False for anything that
+        is not such an address, whatever its type: it never raises).  O(1)."""
         try:
             self._allocator.size(pa)
         except InvalidFree:
@@ -155,7 +236,7 @@ class PhysicalMemory:
 
     def _check(self, pa: int, size: int) -> None:
         if isinstance(pa, bool) or not isinstance(pa, int) or not 0 <= pa < self.limit:
-            raise RangeError(f"{self!r}: address {pa!r} is outside [0, 2**{self.pa_bits})")
+            raise RangeError(f"{self!r}: address {_shown(pa)} is outside [0, 2**{self.pa_bits})")
         if pa & (size - 1):
             raise AlignmentError(f"{self!r}: address {pa:#x} is not {size}-byte aligned")
 
@@ -224,10 +305,18 @@ class PhysicalMemory:
             self.trace.append((pa & ~7, merged))
 
     def read_bytes(self, pa: int, size: int) -> bytes:
-        """``size`` bytes from ``pa`` (any alignment).  Raises RangeError past ``pa_bits``."""
+        """``size`` bytes from ``pa`` (any alignment).  Raises RangeError for a bad address or
+        size, a run past ``pa_bits`` or more than :data:`MAX_READ_BYTES` at once."""
         self._check(pa, 1)
-        if size < 0 or pa + size > self.limit:
-            raise RangeError(f"{self!r}.read_bytes({pa:#x}, {size}): beyond the address space")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 0 <= size <= MAX_READ_BYTES
+            or pa + size > self.limit
+        ):
+            raise RangeError(
+                f"{self!r}.read_bytes({pa:#x}, {_shown(size)}): beyond the address space"
+            )
         out = bytearray()
         end = pa + size
         while pa < end:
@@ -264,13 +353,16 @@ class PhysicalMemory:
 
     def is_populated(self, pa: int) -> bool:
         """Whether the frame holding ``pa`` has storage (was written since it was last
-        dropped).  O(1)."""
+        dropped).  O(1).  Raises RangeError for an address outside ``[0, 2**pa_bits)``."""
+        self._check(pa, 1)
         return pa >> FRAME_SHIFT in self._frames
 
     def drop(self, pa: int) -> None:
         """Drop the storage of the frame holding ``pa``: it reads as zero again and no longer
         appears in :meth:`frames`.  Allocation is untouched.  Used to undo a store that
-        brought a frame into existence (a rolled-back table edit)."""
+        brought a frame into existence (a rolled-back table edit).  Raises RangeError for an
+        address outside ``[0, 2**pa_bits)``."""
+        self._check(pa, 1)
         self._frames.pop(pa >> FRAME_SHIFT, None)
 
     def load64(self, pa: int) -> int:
@@ -290,9 +382,15 @@ class PhysicalMemory:
         """The ``n`` consecutive 64-bit words from ``pa`` (a table: 512 descriptors, or a
         concatenated root); unpopulated memory reads as zero.  O(n), one slice per frame.
 
-        Raises RangeError/AlignmentError for a bad ``pa`` or ``n``, or a run past ``pa_bits``."""
+        Raises RangeError/AlignmentError for a bad ``pa`` or ``n``, a run past ``pa_bits`` or
+        more than :data:`MAX_READ_BYTES` at once."""
         self._check(pa, 8)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or pa + 8 * n > self.limit:
+        if (
+            isinstance(n, bool)
+            or not isinstance(n, int)
+            or not 0 <= n <= MAX_READ_BYTES >> 3
+            or pa + 8 * n > self.limit
+        ):
             raise RangeError(f"{self!r}.read_table({pa:#x}, {n!r}): beyond the address space")
         out: list[int] = []
         while n:
@@ -311,9 +409,11 @@ class PhysicalMemory:
         Raises RangeError/AlignmentError for a bad ``pa``, a run past ``pa_bits`` or a value
         outside [0, 2**64); nothing is stored then."""
         self._check(pa, 8)
+        if isinstance(values, (str, bytes, bytearray, memoryview)):
+            raise RangeError(f"{self!r}.write_table({pa:#x}): {values!r:.40} are not 64-bit values")
         try:
             words = array("Q", values)
-        except (OverflowError, TypeError) as error:
+        except (OverflowError, TypeError, ValueError) as error:
             raise RangeError(
                 f"{self!r}.write_table({pa:#x}): not 64-bit values ({error})"
             ) from None

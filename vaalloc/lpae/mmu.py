@@ -61,6 +61,7 @@ class StaleHit:
     (None for hyp); access: the access made; cached_pa: the output address the TLB gave;
     cached_perm: its permissions as ``"rwx"`` letters; current: what a fresh walk says now
     (a Translation or a Fault).
+    A plain record: its constructor raises nothing and checks nothing.
     """
 
     va: int
@@ -577,11 +578,20 @@ class MMU:
         )
 
     def guest_read64(self, va: int, user: bool = False) -> int:
-        """Read the 64-bit word at guest address ``va``.  Raises FaultError/RangeError."""
+        """Read the 64-bit word at guest address ``va`` (8-aligned).  Raises FaultError,
+        RangeError, AlignmentError (checked before anything is translated)."""
+        if va.__class__ is int and va & 7:
+            raise AlignmentError(f"{self!r}.guest_read64: {va:#x} is not 8-byte aligned")
         return self.mem.read64(self.guest_pa(va, "read", user))
 
     def guest_write64(self, va: int, value: int, user: bool = False) -> None:
-        """Write the 64-bit word at guest address ``va``.  Raises FaultError/RangeError."""
+        """Write the 64-bit word at guest address ``va`` (8-aligned).  Raises as
+        :meth:`guest_read64`, and RangeError for a ``value`` outside [0, 2**64); arguments
+        are checked before anything is translated."""
+        if value.__class__ is not int or not 0 <= value < 1 << 64:
+            raise RangeError(f"{self!r}.guest_write64: {value!r} is not a 64-bit value")
+        if va.__class__ is int and va & 7:
+            raise AlignmentError(f"{self!r}.guest_write64: {va:#x} is not 8-byte aligned")
         self.mem.write64(self.guest_pa(va, "write", user), value)
 
     # -- the two-stage path (a guest with stage 1 on) ---------------------------------------------

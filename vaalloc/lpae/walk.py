@@ -55,6 +55,7 @@ from typing import Literal
 import attrs
 
 from vaalloc.errors import RangeError, VAAllocError
+from vaalloc.lpae._checks import check_bool, shown
 from vaalloc.lpae.descriptor import S1Attrs, S2Attrs
 from vaalloc.lpae.geometry import Format
 from vaalloc.lpae.memory import PhysicalMemory
@@ -86,6 +87,9 @@ class Fault:
     s1ptw: True when a stage-2 fault happened on a stage-1 table read (HSR.S1PTW).
     ipa: for a stage-2 fault, the IPA that stage 2 was translating (HPFAR), else None.
     access: the access that was attempted.
+
+    A plain record (what the walker reports): its constructor raises nothing and checks
+    nothing.
     """
 
     kind: FaultKind
@@ -129,6 +133,9 @@ class Translation:
     stage: 1 or 2: the stage of the format walked (2 for a stage-2-only walk).
     ipa: the intermediate address in a two-stage walk, else None.
     s2: the stage-2 Translation of ``ipa`` in a two-stage walk, else None.
+
+    A plain record (what the walker reports): its constructor raises nothing and checks
+    nothing.
     """
 
     va: int
@@ -146,8 +153,12 @@ class Translation:
     s2: Translation | None = None
 
     def allows(self, access: str) -> bool:
-        """True when ``access`` ("read", "write", "exec") is permitted."""
-        return {"read": self.readable, "write": self.writable, "exec": self.executable}[access]
+        """True when ``access`` ("read", "write", "exec") is permitted. Raises RangeError for
+        any other access."""
+        allowed = {"read": self.readable, "write": self.writable, "exec": self.executable}
+        if not isinstance(access, str) or access not in allowed:
+            raise RangeError(f"Translation.allows({access!r}): expected read, write or exec")
+        return allowed[access]
 
 
 # -- per-format constants -------------------------------------------------------------------
@@ -314,21 +325,37 @@ def leaf_pa(geo: Geometry, desc: int, level: int, va: int) -> int:
 def _check_input(geo: Geometry, va: int, where: str) -> None:
     if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < geo.ia_reg_limit:
         raise RangeError(
-            f"{where}: address {va!r} is not a {geo.fmt.ia_reg_bits}-bit input address "
+            f"{where}: address {shown(va)} is not a {geo.fmt.ia_reg_bits}-bit input address "
             f"of format {geo.fmt.name}"
         )
 
 
 def _access_bit(access: str, where: str) -> int:
-    bit = ACCESS_BITS.get(access)
+    bit = ACCESS_BITS.get(access) if isinstance(access, str) else None
     if bit is None:
         raise RangeError(f"{where}: access {access!r} is not 'read', 'write' or 'exec'")
     return bit
 
 
 def _check_user(geo: Geometry, user: bool, where: str) -> None:
+    check_bool(user, where, "user")
     if user and geo.fmt.regime != "el1&0":
         raise RangeError(f"{where}: user=True, but format {geo.fmt.name} has no unprivileged level")
+
+
+def _check_tables(
+    mem: PhysicalMemory, fmt: Format, root: int, where: str, *, ipa: bool = False
+) -> None:
+    """``ipa``: the root is an intermediate address (a stage-1 walk under stage 2)."""
+    if not isinstance(mem, PhysicalMemory):
+        raise RangeError(f"{where}: mem={mem!r} is not a PhysicalMemory")
+    if not isinstance(fmt, Format):
+        raise RangeError(f"{where}: fmt={fmt!r} is not a Format")
+    limit = 1 << 64 if ipa else mem.limit
+    if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < limit:
+        raise RangeError(f"{where}: root {shown(root)} is not an address of {mem!r}")
+    if root % 8:
+        raise RangeError(f"{where}: root {root:#x} is not 8-byte aligned")
 
 
 # -- the full walk --------------------------------------------------------------------------
@@ -350,10 +377,16 @@ def walk(
 
     Returns a :class:`Translation` with every descriptor read, or a :class:`Fault`.  ``ptw``,
     when given, translates each descriptor address before it is read (stage 2 under a stage-1
-    walk) and returns a PA or the stage-2 Fault to report.  O(levels).
-    Raises RangeError for an address wider than the format's register, an unknown access, or
-    ``user=True`` in a regime with one privilege level.
+    walk) and returns a PA (an 8-aligned int below 2**52) or the stage-2 Fault to report; anything
+    else it returns is a RangeError.  O(levels).
+    Raises RangeError for a ``mem`` that is not a PhysicalMemory, a ``fmt`` that is not a
+    Format, a root that is not an 8-aligned address of ``mem``, an address wider than the
+    format's register, an unknown access, a ``user`` that is not a bool or is True in a regime
+    with one privilege level, a ``ptw`` that is not callable.
     """
+    _check_tables(mem, fmt, root, "walk", ipa=ptw is not None)
+    if ptw is not None and not callable(ptw):
+        raise RangeError(f"walk: ptw={ptw!r} is not callable")
     geo = geometry_of(fmt)
     where = f"walk({fmt.name})"
     _check_input(geo, va, where)
@@ -373,6 +406,10 @@ def walk(
             translated = ptw(slot)
             if isinstance(translated, Fault):
                 return attrs.evolve(translated, va=va, s1ptw=True, access=acc)
+            if translated.__class__ is not int or not 0 <= translated < 1 << 52 or translated & 7:
+                raise RangeError(
+                    f"{where}: ptw({slot:#x}) returned {translated!r}, not a PA or a Fault"
+                )
             slot = translated
         words = frames.get(slot >> 12)
         desc: int = 0 if words is None else words[(slot >> 3) & 511]
@@ -432,10 +469,15 @@ def walk_two_stage(
     is reported with ``stage=2, s1ptw=True``.  The stage-1 output (IPA) is then translated by
     stage 2 with the requested access; a fault is reported with ``stage=2`` and its ``ipa``.
     The result's permissions are those of both stages together.  O(levels1 * levels2).
-    Raises RangeError as :func:`walk`.
+    Raises RangeError as :func:`walk` (for either stage's tables).
     """
+    for fmt in (s1_fmt, s2_fmt):
+        if not isinstance(fmt, Format):
+            raise RangeError(f"walk_two_stage: {fmt!r} is not a Format")
     if s1_fmt.stage != 1 or s2_fmt.stage != 2:
         raise RangeError(f"walk_two_stage({s1_fmt.name}, {s2_fmt.name}): stages must be 1 and 2")
+    _check_tables(mem, s2_fmt, s2_root, "walk_two_stage")
+    _check_tables(mem, s1_fmt, s1_root, "walk_two_stage", ipa=True)
 
     def ptw(ipa: int) -> int | Fault:
         if ipa >> s2_fmt.ia_bits:

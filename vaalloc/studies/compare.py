@@ -130,8 +130,11 @@ def _known(name: str) -> bool:
 def parse_weights(text: str) -> dict[str, float]:
     """Parse ``"name=cycles,name=cycles"`` into weights (overrides of the defaults).
 
-    Raises RangeError for a malformed item, an unknown counter name or a negative weight.
+    Raises RangeError for a ``text`` that is not a str, a malformed item, an unknown counter
+    name or a negative weight.
     """
+    if not isinstance(text, str):
+        raise RangeError(f"parse_weights({text!r}): expected a str")
     out: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
@@ -149,6 +152,8 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def _weights(overrides: Mapping[str, float] | None) -> dict[str, float]:
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise RangeError(f"weights={overrides!r}: expected a mapping of counter names to cycles")
     weights = dict(DEFAULT_WEIGHTS)
     for name, value in (overrides or {}).items():
         if not _known(name):
@@ -161,7 +166,13 @@ def _weights(overrides: Mapping[str, float] | None) -> dict[str, float]:
 
 def cost(counts: Mapping[str, int], weights: Mapping[str, float] | None = None) -> float:
     """Cycles of ``counts`` under ``weights`` (defaults overridden by the given ones):
-    ``sum(weights[k] * counts[k])``. Raises RangeError for an unknown or negative weight."""
+    ``sum(weights[k] * counts[k])``. Raises RangeError for an unknown or negative weight, or
+    ``counts`` that are not a mapping of names to ints."""
+    if not isinstance(counts, Mapping) or not all(
+        isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool)
+        for k, n in counts.items()
+    ):
+        raise RangeError(f"cost({counts!r}): expected a mapping of counter names to ints")
     w = _weights(weights)
     return sum(w.get(name, 0.0) * n for name, n in counts.items())
 
@@ -258,10 +269,27 @@ class Result:
         }
 
 
+def _check_workload(workload: object) -> None:
+    if not isinstance(workload, Workload):
+        raise RangeError(f"workload={workload!r}: expected a Workload")
+
+
+def _all_of(values: Any, kinds: Any, what: str) -> list[Any]:
+    """``values`` as a list, RangeError unless it is an iterable (not a str) of ``kinds``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise RangeError(f"{what}: {values!r} is not a sequence")
+    items = list(values)
+    if not all(isinstance(v, kinds) for v in items):
+        raise RangeError(f"{what}: {values!r} holds a value of the wrong type")
+    return items
+
+
 def _check_strategies(strategies: Iterable[str]) -> list[str]:
+    if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Iterable):
+        raise RangeError(f"strategies={strategies!r}: expected a sequence of strategy names")
     names = list(strategies)
     for name in names:
-        if name not in LOOKUPS:
+        if not isinstance(name, str) or name not in LOOKUPS:
             raise RangeError(f"unknown strategy {name!r}; expected one of {', '.join(LOOKUPS)}")
     if not names:
         raise RangeError("compare: no strategy given")
@@ -279,8 +307,10 @@ def run_strategy(
     """Run ``workload`` on a fresh Xen using ``strategy``; return its :class:`Result`.
 
     ``capacity``: window slots (see :data:`vaalloc.xen.lookup.LOOKUPS`). Raises
-    RangeError for an unknown strategy, bad capacity or weight. Deterministic for a seed.
+    RangeError for a ``workload`` that is not a Workload, an unknown strategy, bad capacity
+    or weight. Deterministic for a seed.
     """
+    _check_workload(workload)
     _check_strategies([strategy])
     w = _weights(weights)
     xen = Xen(workload.pcpus, lookup=strategy, capacity=capacity, tlb_entries=tlb_entries)
@@ -306,8 +336,11 @@ def compare(
     weights: Mapping[str, float] | None = None,
     tlb_entries: int = 512,
 ) -> list[Result]:
-    """:func:`run_strategy` for each of ``strategies`` on the same workload and seed."""
+    """:func:`run_strategy` for each of ``strategies`` on the same workload and seed. Raises
+    as :func:`run_strategy`, before running any."""
+    _check_workload(workload)
     names = _check_strategies(strategies)
+    _weights(weights)
     return [
         run_strategy(workload, s, capacity=capacity, weights=weights, tlb_entries=tlb_entries)
         for s in names
@@ -315,7 +348,9 @@ def compare(
 
 
 def winner(results: Sequence[Result]) -> Result | None:
-    """The supported result with the lowest :attr:`Result.per_fault` (None if none is)."""
+    """The supported result with the lowest :attr:`Result.per_fault` (None if none is).
+    Raises RangeError for ``results`` that are not Results."""
+    results = _all_of(results, Result, "winner")
     ok = [r for r in results if r.supported and r.faults]
     return min(ok, key=lambda r: r.per_fault) if ok else None
 
@@ -352,9 +387,20 @@ def sweep(
     The workload at each point is ``Workload.standard(domains=..., logdirty=..,
     switch_rate=.., **workload)`` with the same seed, so points differ only where asked.
     Cost: len(rates) * len(logdirty) * len(capacities) * len(strategies) runs. Raises
-    RangeError for a bad strategy, value or weight.
+    RangeError for a bad strategy, value or weight (checked before the first run).
     """
     names = _check_strategies(strategies)
+    _weights(weights)
+    for label, values, kinds in (
+        ("rates", rates, (int, float)),
+        ("logdirty", logdirty, (int,)),
+        ("capacities", capacities, (int, type(None))),
+    ):
+        items = _all_of(values, kinds, f"sweep({label}=...)")
+        if not items or any(isinstance(v, bool) for v in items):
+            raise RangeError(f"sweep: {label}={values!r}: expected a non-empty sequence")
+        if label == "rates" and not all(v > 0 for v in items):
+            raise RangeError(f"sweep: rates={values!r}: expected rates > 0")
     points: list[SweepPoint] = []
     for cap in capacities:
         for ld in logdirty:
@@ -384,7 +430,9 @@ class Crossover:
 def crossovers(points: Sequence[SweepPoint]) -> list[Crossover]:
     """Every place along the switch-rate axis where two supported strategies swap order by
     :attr:`Result.per_fault`, for each (log-dirty domains, capacity) series. The arm32 walk
-    and the arm64 walk are not compared with each other (no Xen has both)."""
+    and the arm64 walk are not compared with each other (no Xen has both). Raises RangeError
+    for ``points`` that are not SweepPoints."""
+    points = _all_of(points, SweepPoint, "crossovers")
     series: dict[tuple[int, int | None], list[SweepPoint]] = {}
     for p in points:
         series.setdefault((p.logdirty, p.capacity), []).append(p)
@@ -422,7 +470,9 @@ def _crossings(
 
 
 def totals(results: Iterable[Result]) -> Counter[str]:
-    """Sum of the raw counts of ``results`` (for reports)."""
+    """Sum of the raw counts of ``results`` (for reports). Raises RangeError for ``results``
+    that are not Results."""
+    results = _all_of(results, Result, "totals")
     out: Counter[str] = Counter()
     for r in results:
         out.update(r.counts)

@@ -32,16 +32,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vaalloc.errors import OutOfSpace, RangeError
+from vaalloc.xen import Xen
 from vaalloc.xen.layout import PAGE_SHIFT, PAGE_SIZE, SECOND_SIZE, XEN_VIRT_START
 from vaalloc.xen.pagetables import XEN_IMAGE_PAGES
 
 if TYPE_CHECKING:
-    from vaalloc.xen import Domain, Xen
+    from vaalloc.xen import Domain
 
 __all__ = ["DomainSpec", "RunStats", "Workload", "run_workload", "teardown"]
 
@@ -64,6 +65,21 @@ def _count(instance: object, attribute: attrs.Attribute[int], value: int) -> Non
         raise RangeError(f"{type(instance).__name__}.{attribute.name}={value!r}: expected >= 1")
 
 
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise RangeError(f"{type(instance).__name__}.{attribute.name}={value!r}: expected a bool")
+
+
+def _int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RangeError(f"{type(instance).__name__}.{attribute.name}={value!r}: expected an int")
+
+
+def _specs(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(s, DomainSpec) for s in value):
+        raise RangeError(f"Workload.domains={value!r}: expected a tuple of DomainSpec")
+
+
 def _ram(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % SECOND_SIZE:
         raise RangeError(f"DomainSpec.ram={value!r}: expected a positive multiple of 2MB")
@@ -84,7 +100,7 @@ class DomainSpec:
     working_set: float = attrs.field(default=0.1, validator=_unit)
     hot_share: float = attrs.field(default=0.9, validator=_unit)
     superpages: float = attrs.field(default=0.0, validator=_unit)
-    migrate: bool = False
+    migrate: bool = attrs.field(default=False, validator=_flag)
 
 
 @attrs.frozen
@@ -98,16 +114,18 @@ class Workload:
     """
 
     pcpus: int = attrs.field(default=2, validator=_count)
-    domains: tuple[DomainSpec, ...] = (DomainSpec(migrate=True), DomainSpec())
+    domains: tuple[DomainSpec, ...] = attrs.field(
+        default=(DomainSpec(migrate=True), DomainSpec()), validator=_specs
+    )
     switch_rate: float = attrs.field(default=100.0, validator=_positive)
     duration_ms: float = attrs.field(default=100.0, validator=_positive)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=_int)
     bandwidth: float = attrs.field(default=100.0, validator=_positive)
     round_ms_min: float = attrs.field(default=5.0, validator=_positive)
     max_rounds: int = attrs.field(default=30, validator=_count)
     stop_pages: int = attrs.field(default=50, validator=_count)
-    restart: bool = True
-    xen_hot_pages: int = 16
+    restart: bool = attrs.field(default=True, validator=_flag)
+    xen_hot_pages: int = attrs.field(default=16, validator=_int)
 
     def __attrs_post_init__(self) -> None:
         if not self.domains:
@@ -139,7 +157,11 @@ class Workload:
         guests); ``kw`` are other :class:`Workload` fields. Raises RangeError."""
         if isinstance(domains, bool) or not isinstance(domains, int) or domains < 1:
             raise RangeError(f"Workload.standard: domains={domains!r}, expected >= 1")
-        if not 0 <= logdirty <= domains:
+        if (
+            isinstance(logdirty, bool)
+            or not isinstance(logdirty, int)
+            or not 0 <= logdirty <= domains
+        ):
             raise RangeError(f"Workload.standard: logdirty={logdirty} not in 0..{domains}")
         specs = tuple(
             DomainSpec(ram=ram, write_rate=write_rate, superpages=superpages, migrate=i < logdirty)
@@ -339,14 +361,32 @@ def run_workload(xen: Xen, workload: Workload) -> RunStats:
     tracking if their migration was under way (call ``teardown`` to release them).
 
     Cost: O(writes + faults * xen_hot_pages + switches * xen_hot_pages) model operations.
-    Raises RangeError for a mismatched Xen.
+    Raises RangeError for a ``xen`` that is not a Xen, a ``workload`` that is not a Workload,
+    or a mismatched Xen.
     """
+    if not isinstance(xen, Xen):
+        raise RangeError(f"run_workload(xen={xen!r}): expected a Xen")
+    if not isinstance(workload, Workload):
+        raise RangeError(f"run_workload(workload={workload!r}): expected a Workload")
     return _Runner(xen, workload).run()
 
 
 def teardown(xen: Xen, domains: Sequence[Domain] | None = None) -> None:
-    """Disable log-dirty on and destroy every domain of ``xen`` (or those given)."""
-    for d in list(xen.domains.values()) if domains is None else list(domains):
+    """Disable log-dirty on and destroy every domain of ``xen`` (or those given). Raises
+    RangeError for a ``xen`` that is not a Xen or a domain that is not one of its live ones
+    (checked before any is destroyed)."""
+    if not isinstance(xen, Xen):
+        raise RangeError(f"teardown(xen={xen!r}): expected a Xen")
+    if domains is not None and (
+        isinstance(domains, (str, bytes)) or not isinstance(domains, Sequence)
+    ):
+        raise RangeError(f"teardown(domains={domains!r}): expected a sequence of domains")
+    chosen = list(xen.domains.values()) if domains is None else list(domains)
+    for d in chosen:
+        xen.check_domain(d)
+    if len({id(d) for d in chosen}) != len(chosen):
+        raise RangeError("teardown: a domain is given twice")
+    for d in chosen:
         if d.logdirty:
             xen.logdirty.disable(d)
         xen.destroy_domain(d)

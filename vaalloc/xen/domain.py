@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vaalloc.xen.layout import PAGE_SHIFT
+from vaalloc.errors import RangeError
+from vaalloc.lpae._checks import check_bool, check_int
+from vaalloc.xen.layout import MAX_VMID, P2M_IPA_BITS, PAGE_SHIFT
+from vaalloc.xen.p2m import P2M
 
 if TYPE_CHECKING:
     from vaalloc.lpae import PageTable
-    from vaalloc.xen.p2m import P2M
 
 __all__ = ["Domain"]
 
@@ -20,7 +22,9 @@ class Domain:
     :class:`vaalloc.lpae.PageTable` that owns those tables: walk it, check it).
 
     Log-dirty state: ``logdirty`` (tracking on/off) and ``dirty`` (guest frame numbers,
-    ``ipa >> 12``, written since the last clean). Created by ``Xen.create_domain`` only.
+    ``ipa >> 12``, written since the last clean). ``alive`` turns False when the domain is
+    destroyed; every Xen call refuses it from then on (RangeError). Created by
+    ``Xen.create_domain`` only; the constructor raises RangeError for a bad argument.
     """
 
     def __init__(
@@ -32,6 +36,13 @@ class Domain:
         superpages: bool,
         stage2: P2M,
     ) -> None:
+        check_int(domid, "Domain", "domid", 0)
+        check_int(vmid, "Domain", "vmid", 0, MAX_VMID + 1)
+        check_int(ram_base, "Domain", "ram_base", 0, 1 << P2M_IPA_BITS)
+        check_int(ram_size, "Domain", "ram_size", 1, (1 << P2M_IPA_BITS) - ram_base + 1)
+        check_bool(superpages, "Domain", "superpages")
+        if not isinstance(stage2, P2M):
+            raise RangeError(f"Domain(stage2={stage2!r}): expected a P2M")
         self.domid = domid
         self.vmid = vmid
         self.ram_base = ram_base
@@ -60,7 +71,10 @@ class Domain:
         return range(self.ram_base >> PAGE_SHIFT, self.ram_end >> PAGE_SHIFT)
 
     def in_ram(self, ipa: int) -> bool:
-        """True if ``ipa`` lies in the RAM range (populated or not)."""
+        """True if ``ipa`` lies in the RAM range (populated or not). Raises RangeError for an
+        ``ipa`` that is not an int."""
+        if ipa.__class__ is not int:
+            raise RangeError(f"{self!r}.in_ram({ipa!r}): an IPA is an int")
         return self.ram_base <= ipa < self.ram_end
 
     def __repr__(self) -> str:

@@ -11,10 +11,10 @@ and TLBIMVAH on any address inside it removes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_int, shown
 from vaalloc.lpae.descriptor import ADDR_MASK_40
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     DOMHEAP_AVAIL_SHIFT,
     DOMHEAP_ENTRIES,
@@ -28,19 +28,17 @@ from vaalloc.xen.layout import (
     XEN_ENTRY_ATTRS,
 )
 
-if TYPE_CHECKING:
-    from vaalloc.xen.hypervisor import Hypervisor
-
 __all__ = ["Domheap"]
 
 _AVAIL_MASK = 0xF << DOMHEAP_AVAIL_SHIFT
 
 
 class Domheap:
-    """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`."""
+    """``map_domain_page`` / ``unmap_domain_page`` of a :class:`~vaalloc.xen.system.Xen`.
+    The constructor raises RangeError for a ``core`` that is not a Hypervisor."""
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, "Domheap")
 
     def _entry(self, cpu: int, slot: int) -> int:
         v: int = self.core.mem.read64(self.core.pagetables.dommap_pa(cpu, slot))
@@ -53,8 +51,12 @@ class Domheap:
         OutOfSpace when every slot is busy (Xen BUG()s: callers misbehaved).
         """
         self.core.check_cpu(cpu)
-        if not 0 <= mfn < self.core.mem.limit >> PAGE_SHIFT:
-            raise RangeError(f"map_domain_page: MFN {mfn:#x} beyond physical memory")
+        limit = self.core.mem.limit >> PAGE_SHIFT
+        if isinstance(mfn, bool) or not isinstance(mfn, int) or not 0 <= mfn < limit:
+            raise RangeError(
+                f"map_domain_page(cpu={cpu}): MFN {shown(mfn)} is not a frame of physical "
+                f"memory ({limit:#x} frames)"
+            )
         slot_mfn = mfn & ~LPAE_ENTRY_MASK
         slot = (slot_mfn >> LPAE_SHIFT) % DOMHEAP_ENTRIES
         pt = self.core.pagetables
@@ -80,9 +82,11 @@ class Domheap:
         """Drop one reference to the slot holding ``va`` on ``cpu``.
 
         The entry stays valid (Xen reuses it lazily). Raises InvalidFree if ``va`` is not in
-        the domheap or its slot has no reference.
+        the domheap or its slot has no reference, RangeError for a bad CPU (nothing changed).
         """
         self.core.check_cpu(cpu)
+        if isinstance(va, bool) or not isinstance(va, int):
+            raise InvalidFree(f"unmap_domain_page({va!r}): not a domheap address")
         if not DOMHEAP_VIRT_START <= va < DOMHEAP_VIRT_END:
             raise InvalidFree(f"unmap_domain_page({va:#x}): not a domheap address")
         slot = (va - DOMHEAP_VIRT_START) >> SECOND_SHIFT
@@ -93,5 +97,8 @@ class Domheap:
         pt.write_pte(pt.dommap_pa(cpu, slot), e - (1 << DOMHEAP_AVAIL_SHIFT))
 
     def refcount(self, cpu: int, slot: int) -> int:
-        """References held on ``cpu``'s domheap slot ``slot``."""
+        """References held on ``cpu``'s domheap slot ``slot``. Raises RangeError for a bad CPU
+        or slot."""
+        self.core.check_cpu(cpu)
+        check_int(slot, "refcount", "slot", 0, DOMHEAP_ENTRIES)
         return (self._entry(cpu, slot) & _AVAIL_MASK) >> DOMHEAP_AVAIL_SHIFT

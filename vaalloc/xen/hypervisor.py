@@ -13,17 +13,48 @@ is a tree: core below subsystems below the facade (checked by import-linter in C
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vaalloc.errors import RangeError
 from vaalloc.lpae import ARMV7_S1, ARMV7_S2_40, MMU, TLB, PhysicalMemory
+from vaalloc.lpae._checks import check_bool, check_int
+from vaalloc.xen.domain import Domain
+from vaalloc.xen.layout import SECOND_SIZE, XENHEAP_VIRT_END, XENHEAP_VIRT_START
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.pagetables import XenPageTables
 
-if TYPE_CHECKING:
-    from vaalloc.xen.domain import Domain
+__all__ = ["Hypervisor", "check_config", "check_core"]
 
-__all__ = ["Hypervisor"]
+#: The most CPUs a model Xen has (each gets its own first-level table and dommap).
+MAX_CPUS = 32
+
+
+def check_config(
+    what: str,
+    *,
+    cpus: int,
+    pa_bits: int,
+    xenheap_size: int,
+    tlb_entries: int,
+    stale_check: bool,
+) -> None:
+    """Check a Xen's configuration at the public boundary (``what``: the call to name):
+    ``cpus`` an int in 1..32, ``pa_bits`` an int in 32..52, ``xenheap_size`` an int multiple
+    of 2MB up to 1GB, ``tlb_entries`` an int >= 0, ``stale_check`` a bool. Raises RangeError
+    naming the argument and its value."""
+    check_int(cpus, what, "cpus", 1, MAX_CPUS + 1)
+    check_int(pa_bits, what, "pa_bits", 32, 53)
+    check_int(xenheap_size, what, "xenheap_size", 0, XENHEAP_VIRT_END - XENHEAP_VIRT_START + 1)
+    if xenheap_size % SECOND_SIZE:
+        raise RangeError(f"{what}: xenheap_size={xenheap_size:#x} is not a multiple of 2MB")
+    check_int(tlb_entries, what, "tlb_entries", 0)
+    check_bool(stale_check, what, "stale_check")
+
+
+def check_core(core: object, what: str) -> Hypervisor:
+    """``core`` if it is a :class:`Hypervisor`; raises RangeError naming ``what`` (the
+    subsystem being built on it) otherwise."""
+    if not isinstance(core, Hypervisor):
+        raise RangeError(f"{what}(core={core!r}): expected a Hypervisor")
+    return core
 
 
 class Hypervisor:
@@ -34,8 +65,8 @@ class Hypervisor:
     CPU, ``tlb_entries`` each, all in one inner-shareable domain), ``current`` (the domain each
     CPU runs, None for idle) and ``domains`` (domid -> live domain).
 
-    The constructor trusts its arguments: the :class:`~vaalloc.xen.system.Xen` facade
-    validates them at the public boundary.
+    Raises RangeError for a bad argument (see :func:`check_config`), OutOfSpace when
+    ``pa_bits`` leaves too little RAM for Xen's own tables.
     """
 
     def __init__(
@@ -47,6 +78,14 @@ class Hypervisor:
         tlb_entries: int,
         stale_check: bool,
     ) -> None:
+        check_config(
+            "Hypervisor",
+            cpus=cpus,
+            pa_bits=pa_bits,
+            xenheap_size=xenheap_size,
+            tlb_entries=tlb_entries,
+            stale_check=stale_check,
+        )
         self.mem = PhysicalMemory(pa_bits=pa_bits)
         self.ledger = Ledger()
         self.pagetables = XenPageTables(self.mem, self.ledger, cpus, xenheap_size)
@@ -72,14 +111,17 @@ class Hypervisor:
             raise RangeError(f"CPU {cpu!r} does not exist (this Xen has {len(self.mmus)})")
 
     def check_domain(self, d: Domain) -> None:
-        """Raise RangeError unless ``d`` is a live domain of this Xen."""
-        domid = getattr(d, "domid", None)
-        if domid is None or self.domains.get(domid) is not d:
-            raise RangeError(f"{d!r} is not a live domain of this Xen")
+        """Raise RangeError unless ``d`` is a live domain of this Xen (a destroyed one, or
+        another Xen's, is not)."""
+        if not isinstance(d, Domain) or self.domains.get(d.domid) is not d:
+            state = "" if not isinstance(d, Domain) or d.alive else " (destroyed)"
+            raise RangeError(f"{d!r}{state} is not a live domain of this Xen")
 
     # --- Xen's view of memory ------------------------------------------------------------------
     def httbr(self, cpu: int) -> int:
-        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds). Raises RangeError
+        for a bad CPU."""
+        self.check_cpu(cpu)
         return self.pagetables.pgtable[cpu]
 
     # The fault handler's VLPT accesses come here, three per fault: each is the CPU's hyp

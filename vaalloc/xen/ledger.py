@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from vaalloc.errors import RangeError
+
 __all__ = ["COUNTERS", "Ledger"]
 
 #: The counters every strategy reports, with what each one counts.
@@ -53,11 +55,17 @@ class Ledger:
         self.counts: defaultdict[str, int] = defaultdict(int)
 
     def add(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to counter ``name``. O(1)."""
+        """Add ``n`` (an int >= 0: counters only grow) to counter ``name`` (a str). O(1).
+        Raises RangeError otherwise."""
+        if name.__class__ is not str or n.__class__ is not int or n < 0:
+            raise RangeError(f"Ledger.add({name!r}, {n!r}): expected a name and an int >= 0")
         self.counts[name] += n
 
     def tlbi(self, op: str, n: int = 1) -> None:
-        """Count ``n`` TLB maintenance operations named ``op`` (e.g. ``"TLBIMVAHIS"``)."""
+        """Count ``n`` TLB maintenance operations named ``op`` (e.g. ``"TLBIMVAHIS"``).
+        Raises RangeError for an ``op`` that is not a str or an ``n`` that is not an int >= 0."""
+        if op.__class__ is not str or n.__class__ is not int or n < 0:
+            raise RangeError(f"Ledger.tlbi({op!r}, {n!r}): expected a name and an int >= 0")
         name = _TLBI_NAMES.get(op)
         if name is None:
             name = _TLBI_NAMES[op] = "tlbi:" + op
@@ -70,7 +78,12 @@ class Ledger:
         return {k: v for k, v in self.counts.items() if v}
 
     def since(self, before: Mapping[str, int]) -> dict[str, int]:
-        """The counters that grew since ``before`` (a :meth:`snapshot`), with their growth."""
+        """The counters that grew since ``before`` (a :meth:`snapshot`), with their growth.
+        Raises RangeError for a ``before`` that is not a mapping of names to ints."""
+        if not isinstance(before, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in before.items()
+        ):
+            raise RangeError(f"Ledger.since({before!r}): expected a snapshot()")
         return {k: v - before.get(k, 0) for k, v in self.counts.items() if v != before.get(k, 0)}
 
     @contextmanager

@@ -23,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vaalloc.errors import LogDirtyError, MappingError
+from vaalloc.errors import LogDirtyError, MappingError, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_bool
 from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE, is_block, is_table
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     LPAE_ENTRY_MASK,
     P2M_RAM_LOGDIRTY,
@@ -35,6 +37,7 @@ from vaalloc.xen.layout import (
     PAGE_SIZE,
     SECOND_SHIFT,
 )
+from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.p2m import (
     leaf_to_logdirty,
     leaf_to_rw,
@@ -44,8 +47,6 @@ from vaalloc.xen.vlptmath import gb_span
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
-    from vaalloc.xen.lookup.base import P2MLookup
 
 __all__ = ["LogDirty"]
 
@@ -56,52 +57,88 @@ _BULK_CLEAN_FRACTION = 8
 
 
 class LogDirty:
-    """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy."""
+    """Log-dirty operations (``xen.logdirty``), over the core and the p2m lookup strategy.
+    The constructor raises RangeError for a ``core`` that is not a Hypervisor or a
+    ``lookup`` that is not a P2MLookup."""
 
     def __init__(self, core: Hypervisor, lookup: P2MLookup) -> None:
-        self.core = core
+        self.core = check_core(core, "LogDirty")
+        if not isinstance(lookup, P2MLookup):
+            raise RangeError(f"LogDirty(lookup={lookup!r}): expected a P2MLookup")
         self.lookup = lookup
 
     # --- state changes ----------------------------------------------------------------------
     def enable(self, d: Domain) -> None:
         """Start tracking ``d``'s writes.
 
-        Raises LogDirtyError if already tracking or destroyed, OutOfSpace if the VLPT window
-        has no run of slots for ``d`` (nothing changed in either case). Cost: one pass over
-        the p2m tables, ``nr_slots`` xen_second writes, one TLBIALLIS.
+        All or nothing: first every frame enable and the fault path will need (a level-2
+        table per 1GB block to split, one split frame per 2MB block, see
+        :class:`~vaalloc.xen.p2m.P2M`), then the strategy's resources (VLPT slots), and only
+        then a change. Raises RangeError for a dead domain, LogDirtyError if already
+        tracking, OutOfSpace (naming the domain and its size) if the frames or the VLPT
+        window's slots do not suffice; nothing changed in any of those cases. Cost: one pass
+        over the p2m tables, ``nr_slots`` xen_second writes, one TLBIALLIS.
         """
         self.core.check_domain(d)
         if d.logdirty:
             raise LogDirtyError(f"log-dirty already enabled on domain {d.domid}")
-        lookup = self.lookup
-        lookup.reserve(d)
+        stage2 = d.stage2
+        first_gb, nr = gb_span(d.ram_base, d.ram_size)
+        gbs = [gb for gb in range(first_gb, first_gb + nr) if is_block(stage2.read_l1(gb << 30))]
+        blocks = stage2.tracked_blocks()
+        free = self.core.mem.frames_free
+        if len(gbs) + blocks > free:
+            raise OutOfSpace(
+                f"log-dirty on domain {d.domid} (RAM {d.ram_size:#x} bytes) needs "
+                f"{len(gbs) + blocks} frames for splits, {free} are free"
+            )
+        tables: list[int] = []
         try:
-            first_gb, nr = gb_span(d.ram_base, d.ram_size)
-            split = False
-            for gb in range(first_gb, first_gb + nr):
-                split |= d.stage2.split_gb(gb << 30)  # may run out of frames
-            if split:
-                self.core.flush_guest_all(d)
-            lookup.on_enable(d)
+            for _ in gbs:
+                tables.append(stage2.table.new_table(2))
+            stage2.reserve_split_frames(blocks)
         except BaseException:
+            for table in reversed(tables):
+                stage2.table.free_table(table)
+            raise
+        lookup = self.lookup
+        try:
+            lookup.reserve(d)
+        except BaseException:
+            stage2.release_split_reserve()
+            for table in reversed(tables):
+                stage2.table.free_table(table)
+            raise
+        # Nothing below runs out of anything.
+        for gb, table in zip(gbs, tables, strict=True):
+            stage2.split_gb(gb << 30, table)
+        if gbs:
+            self.core.flush_guest_all(d)
+        try:
+            lookup.on_enable(d)
+        except BaseException:  # pragma: no cover - an invariant broken by hand
             # Give the slots back (a 1GB split already done stays: same translations).
             lookup.on_disable(d)
+            stage2.release_split_reserve()
             raise
-        d.stage2.protect_all()
+        stage2.protect_all()
         d.dirty = set()
         d.logdirty = True
         self.core.flush_guest_all(d)
 
     def disable(self, d: Domain) -> None:
-        """Stop tracking: RAM leaves writable again, slots removed, dirty set dropped.
+        """Stop tracking: RAM leaves writable again, slots removed, dirty set dropped, split
+        frames given back.
 
-        Split superpages stay split. Raises LogDirtyError when not tracking.
+        Split superpages stay split. Raises RangeError for a dead domain, LogDirtyError when
+        not tracking.
         """
         self.core.check_domain(d)
         if not d.logdirty:
             raise LogDirtyError(f"log-dirty is not enabled on domain {d.domid}")
         d.stage2.unprotect_all()
         self.lookup.on_disable(d)
+        d.stage2.release_split_reserve()
         d.logdirty = False
         d.dirty = set()
         self.core.flush_guest_all(d)
@@ -112,10 +149,11 @@ class LogDirty:
 
         With ``clean``, write-protects exactly those pages again and issues one TLBIALLIS:
         grouped per level-3 table, O(dirty pages), or, when more than 1/8 of RAM is dirty, one
-        bulk pass over the leaf tables, O(RAM) with a small constant. Raises LogDirtyError
-        when not tracking.
+        bulk pass over the leaf tables, O(RAM) with a small constant. Raises RangeError for a
+        dead domain or a ``clean`` that is not a bool, LogDirtyError when not tracking.
         """
         self.core.check_domain(d)
+        check_bool(clean, "peek", "clean")
         if not d.logdirty:
             raise LogDirtyError(f"peek: log-dirty is not enabled on domain {d.domid}")
         dirty = d.dirty
@@ -163,7 +201,9 @@ class LogDirty:
 
     def scan(self, d: Domain) -> set[int]:
         """The dirty set as the p2m says it: frames of 4KB leaves of type ``ram_rw`` (plus every
-        frame of a ``ram_rw`` 2MB block) while tracking. O(RAM); for tests and tools."""
+        frame of a ``ram_rw`` 2MB block) while tracking. O(RAM); for tests and tools. Raises
+        RangeError for a dead domain."""
+        self.core.check_domain(d)
         if not d.logdirty:
             return set()
         out: set[int] = set()

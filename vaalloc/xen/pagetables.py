@@ -16,14 +16,17 @@ Every store goes through :meth:`XenPageTables.write_second` or :meth:`write_pte`
 
 from __future__ import annotations
 
-from vaalloc.errors import RangeError
+from vaalloc.errors import InvalidFree, OutOfSpace, RangeError
 from vaalloc.lpae import PhysicalMemory
+from vaalloc.lpae._checks import check_bool, check_int, shown
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
 from vaalloc.xen.layout import (
+    DOMHEAP_ENTRIES,
     DOMHEAP_SECOND_PAGES,
     DOMHEAP_VIRT_START,
     FIRST_SHIFT,
     FIXMAP_VIRT_START,
+    HYP_VA_END,
     LPAE_ENTRIES,
     LPAE_ENTRY_MASK,
     PAGE_SHIFT,
@@ -55,12 +58,18 @@ class XenPageTables:
     """Builds and edits Xen's hyp tables in physical memory ``mem`` for ``cpus`` CPUs.
 
     ``xenheap_size`` bytes of RAM (a multiple of 2MB) are mapped at 1GB with 2MB blocks.
-    Raises RangeError for a bad CPU count or xenheap size.
+    Every table frame is registered with ``mem`` as this object's table (``mem.free_frames``
+    refuses it). Raises RangeError for a ``mem``/``ledger`` of the wrong type, a bad CPU
+    count or xenheap size; OutOfSpace when RAM cannot hold the tables and the xenheap.
     """
 
     def __init__(self, mem: PhysicalMemory, ledger: Ledger, cpus: int, xenheap_size: int) -> None:
-        if cpus < 1:
-            raise RangeError(f"XenPageTables(cpus={cpus}): need at least one CPU")
+        if not isinstance(mem, PhysicalMemory):
+            raise RangeError(f"XenPageTables(mem={mem!r}): expected a PhysicalMemory")
+        if not isinstance(ledger, Ledger):
+            raise RangeError(f"XenPageTables(ledger={ledger!r}): expected a Ledger")
+        check_int(cpus, "XenPageTables", "cpus", 1, 33)
+        check_int(xenheap_size, "XenPageTables", "xenheap_size")
         if xenheap_size < 0 or xenheap_size % SECOND_SIZE:
             raise RangeError(f"XenPageTables(xenheap_size={xenheap_size:#x}): not 2MB multiple")
         if xenheap_size > XENHEAP_VIRT_END - XENHEAP_VIRT_START:
@@ -68,16 +77,44 @@ class XenPageTables:
         self.mem = mem
         self.ledger = ledger
         self._frames: list[int] = []
-        self.xen_second = self._alloc(XEN_SECOND_PAGES, XEN_SECOND_PAGES)
+        self._unlinked: set[int] = set()  # tables from alloc_table not linked yet
+        need = (
+            XEN_SECOND_PAGES
+            + cpus
+            + (cpus - 1) * DOMHEAP_SECOND_PAGES
+            + XEN_IMAGE_PAGES
+            + 2
+            + (xenheap_size >> PAGE_SHIFT)
+        )
+        if need > mem.frames_free:
+            raise OutOfSpace(
+                f"XenPageTables: {cpus} CPUs and a {xenheap_size:#x}-byte xenheap need {need} "
+                f"frames, {mem.frames_free} are free"
+            )
+        counts = dict(ledger.counts)
+        try:
+            self._build(cpus, xenheap_size)
+        except BaseException:  # all or nothing: the memory and the ledger as they were
+            for pa in reversed(self._frames):
+                mem.free_frames(pa, owner=mem.table_owner(pa))
+            self._frames.clear()
+            ledger.counts.clear()
+            ledger.counts.update(counts)
+            raise
+
+    def _build(self, cpus: int, xenheap_size: int) -> None:
+        self.xen_second = self._alloc(XEN_SECOND_PAGES, XEN_SECOND_PAGES, table=True)
         self.pgtable: list[int] = []
         self.dommap: list[int] = []
         for cpu in range(cpus):
             self._setup_cpu(cpu)
         self._map_xen_image()
-        self.fixmap = self._alloc(1, 1)
+        self.fixmap = self._alloc(1, 1, table=True)
         self.write_second(FIXMAP_VIRT_START >> SECOND_SHIFT, self.fixmap | XEN_TABLE_ATTRS)
         self.xenheap_pa = (
-            self._alloc(xenheap_size >> PAGE_SHIFT, LPAE_ENTRIES) if xenheap_size else 0
+            self._alloc(xenheap_size >> PAGE_SHIFT, LPAE_ENTRIES, table=False)
+            if xenheap_size
+            else 0
         )
         for off in range(0, xenheap_size, SECOND_SIZE):
             index = (XENHEAP_VIRT_START + off) >> SECOND_SHIFT
@@ -87,17 +124,17 @@ class XenPageTables:
         self.write_second(VLPT_LOOP_SLOT, self.loop_target | XEN_TABLE_ATTRS)
 
     # --- construction -----------------------------------------------------------------------
-    def _alloc(self, n: int, align: int) -> int:
-        pa: int = self.mem.alloc_frames(n, align)
+    def _alloc(self, n: int, align: int, *, table: bool) -> int:
+        pa: int = self.mem.alloc_frames(n, align, owner=self if table else None)
         self._frames.append(pa)
         return pa
 
     def _setup_cpu(self, cpu: int) -> None:
-        root = self._alloc(1, 1)
+        root = self._alloc(1, 1, table=True)
         if cpu == 0:
             dommap = self.xen_second + XEN_SECOND_SHARED_PAGES * PAGE_SIZE
         else:
-            dommap = self._alloc(DOMHEAP_SECOND_PAGES, DOMHEAP_SECOND_PAGES)
+            dommap = self._alloc(DOMHEAP_SECOND_PAGES, DOMHEAP_SECOND_PAGES, table=True)
         entries = [0] * LPAE_ENTRIES
         for i in range(XEN_PGTABLE_USED):
             if i < XEN_SECOND_SHARED_PAGES:
@@ -111,8 +148,8 @@ class XenPageTables:
         self.dommap.append(dommap)
 
     def _map_xen_image(self) -> None:
-        image = self._alloc(XEN_IMAGE_PAGES, 1)
-        xenmap = self._alloc(1, 1)
+        image = self._alloc(XEN_IMAGE_PAGES, 1, table=False)
+        xenmap = self._alloc(1, 1, table=True)
         entries = [0] * LPAE_ENTRIES
         for i in range(XEN_IMAGE_PAGES):
             entries[i] = (image + i * PAGE_SIZE) | XEN_TABLE_ATTRS  # 4KB pages set bit 1
@@ -124,22 +161,24 @@ class XenPageTables:
     # --- access -----------------------------------------------------------------------------
     def second_pa(self, index: int) -> int:
         """PA of ``xen_second[index]`` (shared part: index < 1024). Raises RangeError."""
-        if not 0 <= index < XEN_SECOND_SHARED_PAGES * LPAE_ENTRIES:
-            raise RangeError(f"xen_second index {index} outside the shared 0..1023")
+        if index.__class__ is not int or not 0 <= index < XEN_SECOND_SHARED_PAGES * LPAE_ENTRIES:
+            raise RangeError(f"xen_second index {index!r} outside the shared 0..1023")
         return self.xen_second + index * PTE_SIZE
 
     def read_second(self, index: int) -> int:
-        """The descriptor in ``xen_second[index]``."""
+        """The descriptor in ``xen_second[index]``. Raises RangeError for a bad index."""
         v: int = self.mem.read64(self.second_pa(index))
         return v
 
     def write_second(self, index: int, value: int) -> None:
-        """Store ``value`` in the shared ``xen_second[index]``; counts ``xen_second_writes``."""
+        """Store ``value`` in the shared ``xen_second[index]``; counts ``xen_second_writes``.
+        Raises RangeError for a bad index or a value outside [0, 2**64) (nothing stored)."""
         self.mem.write64(self.second_pa(index), value)
         self.ledger.add("xen_second_writes")
 
     def write_pte(self, pa: int, value: int) -> None:
-        """Store a descriptor in one of Xen's other tables; counts ``xen_pte_writes``."""
+        """Store a descriptor in one of Xen's other tables; counts ``xen_pte_writes``.
+        Raises RangeError/AlignmentError for a bad PA or value (nothing stored)."""
         self.mem.write64(pa, value)
         self.ledger.add("xen_pte_writes")
 
@@ -148,8 +187,10 @@ class XenPageTables:
 
         Xen's ``create_xen_table``: a zeroed frame linked from ``xen_second``. Returns None if
         absent and ``create`` is False. Raises RangeError for a VA outside 0-2GB or covered by a
-        block.
+        block, or a ``create`` that is not a bool; OutOfSpace when no frame is left.
         """
+        check_int(va, "third_table", "va", 0, XENHEAP_VIRT_END)
+        check_bool(create, "third_table", "create")
         index = va >> SECOND_SHIFT
         entry = self.read_second(index)
         if is_table(entry):
@@ -158,17 +199,66 @@ class XenPageTables:
             raise RangeError(f"VA {va:#x} is covered by a 2MB block in xen_second[{index}]")
         if not create:
             return None
-        table = self._alloc(1, 1)
-        self.write_second(index, table | XEN_TABLE_ATTRS)
+        table = self.alloc_table()
+        self.link_third(va, table)
         return table
 
+    def missing_third_tables(self, va: int, size: int) -> list[int]:
+        """The 2MB-aligned VAs in ``[va, va + size)`` (shared half) whose ``xen_second`` entry
+        holds no level-3 table yet: what :meth:`link_third` must be given a table for.
+        Raises RangeError for a range outside 0-2GB or one crossing a 2MB block."""
+        check_int(va, "missing_third_tables", "va", 0, XENHEAP_VIRT_END)
+        check_int(size, "missing_third_tables", "size", 1, XENHEAP_VIRT_END - va + 1)
+        out = []
+        for base in range(va & ~(SECOND_SIZE - 1), va + size, SECOND_SIZE):
+            entry = self.read_second(base >> SECOND_SHIFT)
+            if entry and not is_table(entry):
+                raise RangeError(f"VA {base:#x} is covered by a 2MB block in xen_second")
+            if not entry:
+                out.append(base)
+        return out
+
+    def alloc_table(self) -> int:
+        """Allocate a zeroed frame for one of Xen's level-3 tables (registered as this
+        object's table); link it with :meth:`link_third` or give it back with
+        :meth:`free_table`. Raises OutOfSpace when no frame is left."""
+        table = self._alloc(1, 1, table=True)
+        self._unlinked.add(table)
+        return table
+
+    def free_table(self, pa: int) -> None:
+        """Give back a table from :meth:`alloc_table` that was never linked. Raises
+        InvalidFree for anything else."""
+        if not isinstance(pa, int) or pa not in self._unlinked:
+            raise InvalidFree(f"XenPageTables.free_table({shown(pa)}): not an unlinked table")
+        self.mem.free_frames(pa, owner=self)
+        self._unlinked.discard(pa)
+        self._frames.remove(pa)
+
+    def link_third(self, va: int, table: int) -> None:
+        """Point the ``xen_second`` entry of ``va`` at level-3 table ``table`` (a frame from
+        :meth:`alloc_table`, not linked yet); counts one ``xen_second_writes``. Raises
+        RangeError for a bad VA or table or an entry that is already valid."""
+        check_int(va, "link_third", "va", 0, XENHEAP_VIRT_END)
+        if not isinstance(table, int) or table not in self._unlinked:
+            raise RangeError(f"link_third: {shown(table)} is not a table from alloc_table")
+        index = va >> SECOND_SHIFT
+        if self.read_second(index):
+            raise RangeError(f"link_third: xen_second[{index}] is already valid")
+        self.write_second(index, table | XEN_TABLE_ATTRS)
+        self._unlinked.discard(table)
+
     def dommap_pa(self, cpu: int, slot: int) -> int:
-        """PA of CPU ``cpu``'s domheap slot entry (``xen_dommap[slot]``)."""
+        """PA of CPU ``cpu``'s domheap slot entry (``xen_dommap[slot]``). Raises RangeError
+        for a bad CPU or slot."""
+        check_int(cpu, "dommap_pa", "cpu", 0, len(self.dommap))
+        check_int(slot, "dommap_pa", "slot", 0, DOMHEAP_ENTRIES)
         return self.dommap[cpu] + slot * PTE_SIZE
 
     @staticmethod
     def third_index(va: int) -> int:
-        """Index of ``va`` in its level-3 table."""
+        """Index of ``va`` in its level-3 table. Raises RangeError for a bad VA."""
+        check_int(va, "third_index", "va", 0, HYP_VA_END)
         return (va >> PAGE_SHIFT) & LPAE_ENTRY_MASK
 
     @property

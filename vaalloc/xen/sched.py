@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vaalloc.errors import RangeError
+from vaalloc.xen.hypervisor import Hypervisor, check_core
+from vaalloc.xen.lookup.base import P2MLookup
+
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
-    from vaalloc.xen.lookup.base import P2MLookup
 
 __all__ = ["context_switch"]
 
@@ -19,9 +21,12 @@ def context_switch(core: Hypervisor, lookup: P2MLookup, cpu: int, d: Domain | No
     maintenance is needed. The lookup strategy's hook runs first; whatever it writes into
     ``xen_second`` and whatever TLB maintenance it issues is counted as
     ``context_switch_slot_writes`` / ``context_switch_tlbi`` (0 and 0 for the partitioned VLPT).
-    Raises RangeError for a bad CPU or a domain that is not live (nothing changed then).
+    Raises RangeError for a ``core`` that is not a Hypervisor, a ``lookup`` that is not a
+    P2MLookup, a bad CPU or a domain that is not live (nothing changed then).
     """
-    core.check_cpu(cpu)
+    check_core(core, "context_switch").check_cpu(cpu)
+    if not isinstance(lookup, P2MLookup):
+        raise RangeError(f"context_switch(lookup={lookup!r}): expected a P2MLookup")
     if d is not None:
         core.check_domain(d)
     ledger = core.ledger

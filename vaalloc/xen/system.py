@@ -20,11 +20,20 @@ from vaalloc.errors import (
     RangeError,
 )
 from vaalloc.lpae import FaultError, PhysicalMemory
+from vaalloc.lpae._checks import check_bool, check_int
 from vaalloc.lpae.mmu import MMU, StaleHit
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.domheap import Domheap
-from vaalloc.xen.hypervisor import Hypervisor
-from vaalloc.xen.layout import GUEST_RAM_BASE, HYP_VA_END, MAX_VMID, MB, P2M_IPA_BITS, PAGE_SIZE
+from vaalloc.xen.hypervisor import Hypervisor, check_config
+from vaalloc.xen.layout import (
+    GUEST_RAM_BASE,
+    HYP_VA_END,
+    MAX_VMID,
+    MB,
+    P2M_IPA_BITS,
+    P2M_ROOT_PAGES,
+    PAGE_SIZE,
+)
 from vaalloc.xen.ledger import Ledger
 from vaalloc.xen.logdirty import LogDirty
 from vaalloc.xen.lookup import LookupFactory, P2MLookup, PartitionedVLPT, lookup_factory
@@ -61,7 +70,8 @@ class Xen:
     (``"partitioned"``, the default) or a factory ``f(core, capacity=None)``; ``capacity``: the
     strategy's window size in slots (None: the whole window).
 
-    Raises RangeError for a bad CPU count or option.
+    Raises RangeError for a bad CPU count or option (a wrong type included), naming it;
+    OutOfSpace when ``pa_bits`` leaves too little RAM for Xen's own tables.
     """
 
     def __init__(
@@ -75,8 +85,16 @@ class Xen:
         lookup: str | LookupFactory = "partitioned",
         capacity: int | None = None,
     ) -> None:
-        if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 32:
-            raise RangeError(f"Xen(cpus={cpus!r}): expected 1..32 CPUs")
+        check_config(
+            "Xen",
+            cpus=cpus,
+            pa_bits=pa_bits,
+            xenheap_size=xenheap_size,
+            tlb_entries=tlb_entries,
+            stale_check=stale_check,
+        )
+        if capacity is not None:
+            check_int(capacity, "Xen", "capacity", 1)
         factory = lookup_factory(lookup)
         self.core = Hypervisor(
             cpus,
@@ -145,7 +163,8 @@ class Xen:
         self.core.check_domain(d)
 
     def httbr(self, cpu: int) -> int:
-        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds)."""
+        """PA of ``cpu``'s first-level hyp table (what its HTTBR holds). Raises RangeError
+        for a bad CPU."""
         self.core.check_cpu(cpu)
         return self.core.httbr(cpu)
 
@@ -170,7 +189,8 @@ class Xen:
         self.core.hyp_write(cpu, va, value)
 
     def flush_guest_all(self, d: Domain) -> None:
-        """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`)."""
+        """TLBIALLIS for ``d``'s VMID on every CPU (see :meth:`Hypervisor.flush_guest_all`).
+        Raises RangeError for a domain that is not live."""
         self.core.check_domain(d)
         self.core.flush_guest_all(d)
 
@@ -179,22 +199,41 @@ class Xen:
         """Create a domain with ``ram`` bytes of RAM at IPA 0x80000000; return it.
 
         The p2m maps RAM with 4KB pages, or with 2MB blocks where a whole aligned 2MB fits when
-        ``superpages``. Frames come in 2MB-aligned runs. Raises RangeError for a size that is
-        not a positive multiple of 4KB or does not fit the 40-bit IPA space, OutOfSpace when
-        VMIDs or physical memory run out (nothing leaked).
+        ``superpages``. Frames come in 2MB-aligned runs. A domain that cannot fit is refused
+        at once (O(1), before any frame is taken), naming the domain it would have been and
+        its size. Raises RangeError for a size that is not a positive multiple of 4KB or does
+        not fit the 40-bit IPA space, or a ``superpages`` that is not a bool; OutOfSpace when
+        VMIDs or physical memory run out. Nothing changes when it raises.
         """
         if isinstance(ram, bool) or not isinstance(ram, int) or ram <= 0 or ram % PAGE_SIZE:
-            shown = f"{ram:#x}" if isinstance(ram, int) else repr(ram)
-            raise RangeError(f"create_domain(ram={shown}): expected a positive multiple of 4KB")
+            raise RangeError(f"create_domain(ram={_hex(ram)}): expected a positive multiple of 4KB")
+        check_bool(superpages, "create_domain", "superpages")
+        domid = self._next_domid
         if GUEST_RAM_BASE + ram > 1 << P2M_IPA_BITS:
-            raise RangeError(f"create_domain(ram={ram:#x}): beyond the 40-bit IPA space")
+            raise RangeError(
+                f"create_domain(ram={ram:#x}): domain d{domid} does not fit the 40-bit IPA "
+                f"space (RAM from {GUEST_RAM_BASE:#x}, at most "
+                f"{(1 << P2M_IPA_BITS) - GUEST_RAM_BASE:#x} bytes)"
+            )
         vmid = next((v for v in range(1, MAX_VMID + 1) if v not in self._vmids), None)
         if vmid is None:
-            raise OutOfSpace(f"create_domain: all {MAX_VMID} VMIDs in use")
-        domid = self._next_domid
+            raise OutOfSpace(
+                f"create_domain(ram={ram:#x}): domain d{domid}: all {MAX_VMID} VMIDs in use"
+            )
+        gbs = ((GUEST_RAM_BASE + ram - 1) >> 30) - (GUEST_RAM_BASE >> 30) + 1
+        need = P2M_ROOT_PAGES + P2M.populate_frames(GUEST_RAM_BASE, ram, superpages, new_l2=gbs)
+        free = self.mem.frames_free
+        if need > free:
+            raise OutOfSpace(
+                f"create_domain(ram={ram:#x}): domain d{domid} needs {need} frames "
+                f"({need * PAGE_SIZE:#x} bytes of RAM and p2m tables), {free} are free"
+            )
         stage2 = P2M(self.mem, self.ledger, name=f"d{domid}.p2m")
         try:
             stage2.populate(GUEST_RAM_BASE, ram, superpages)
+        except OutOfSpace as error:  # RAM too fragmented for 2MB runs: say who wanted it
+            stage2.free()
+            raise OutOfSpace(f"create_domain(ram={ram:#x}): domain d{domid}: {error}") from None
         except BaseException:
             stage2.free()
             raise
@@ -226,7 +265,8 @@ class Xen:
         d.alive = False
 
     def context_switch(self, cpu: int, d: Domain | None) -> None:
-        """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`."""
+        """Run ``d`` (None: idle) on ``cpu``; see :func:`vaalloc.xen.sched.context_switch`.
+        Raises RangeError for a bad CPU or a domain that is not live (nothing changed)."""
         context_switch(self.core, self.lookup, cpu, d)
 
     # --- p2m changes --------------------------------------------------------------------------
@@ -234,11 +274,13 @@ class Xen:
         """Give ``d`` fresh RAM at ``[ipa, ipa + size)`` inside its RAM range (2MB aligned).
 
         While log-dirty is on the new leaves are clean (write-protected). New p2m tables are
-        reported to the VLPT. Raises RangeError / MappingError (nothing changed).
+        reported to the VLPT. All or nothing (see :meth:`P2M.populate`). Raises RangeError
+        for a dead domain or a bad range, MappingError for a range already populated,
+        OutOfSpace when the frames run out (refused at once when RAM cannot hold them);
+        nothing changed then.
         """
         self.check_domain(d)
-        if not (d.in_ram(ipa) and d.in_ram(ipa + size - 1)) or size <= 0:
-            raise RangeError(f"p2m_populate: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
+        self._check_range(d, ipa, size, "p2m_populate")
         d.stage2.populate(ipa, size, d.superpages, logdirty=d.logdirty)
 
     def p2m_depopulate(self, d: Domain, ipa: int, size: int) -> None:
@@ -249,12 +291,18 @@ class Xen:
         set. Raises RangeError / MappingError (nothing changed).
         """
         self.check_domain(d)
-        if not (d.in_ram(ipa) and d.in_ram(ipa + size - 1)) or size <= 0:
-            raise RangeError(f"p2m_depopulate: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
+        self._check_range(d, ipa, size, "p2m_depopulate")
         d.stage2.depopulate(ipa, size)
         self.core.flush_guest_all(d)
         lo, hi = ipa >> 12, (ipa + size) >> 12
         d.dirty = {g for g in d.dirty if not lo <= g < hi}
+
+    @staticmethod
+    def _check_range(d: Domain, ipa: object, size: object, what: str) -> None:
+        first = check_int(ipa, what, "ipa")
+        size = check_int(size, what, "size", 1)
+        if not (d.in_ram(first) and d.in_ram(first + size - 1)):
+            raise RangeError(f"{what}: [{ipa:#x}, +{size:#x}) outside {d!r}'s RAM")
 
     # --- guest accesses ----------------------------------------------------------------------
     #
@@ -397,27 +445,34 @@ class Xen:
 
     # --- Xen's own mappings --------------------------------------------------------------------
     def vmap(self, mfns: list[int]) -> int:
-        """Map frames in the vmap area (see :meth:`Vmap.vmap`)."""
+        """Map frames in the vmap area (see :meth:`Vmap.vmap`). Raises RangeError for a bad
+        list of frames, OutOfSpace when VA or frames run out (nothing changed)."""
         return self.vmap_area.vmap(mfns)
 
     def vunmap(self, va: int) -> int:
-        """Unmap a vmap allocation (see :meth:`Vmap.vunmap`)."""
+        """Unmap a vmap allocation (see :meth:`Vmap.vunmap`). Raises InvalidFree for a ``va``
+        that is not the start of a live vmap allocation (nothing changed)."""
         return self.vmap_area.vunmap(va)
 
     def vmalloc(self, size: int) -> int:
-        """Allocate and map fresh frames (see :meth:`Vmap.vmalloc`)."""
+        """Allocate and map fresh frames (see :meth:`Vmap.vmalloc`). Raises RangeError for a
+        size that is not a positive int, OutOfSpace when frames or VA run out (nothing
+        changed)."""
         return self.vmap_area.vmalloc(size)
 
     def vfree(self, va: int) -> None:
-        """Free a vmalloc allocation (see :meth:`Vmap.vfree`)."""
+        """Free a vmalloc allocation (see :meth:`Vmap.vfree`). Raises InvalidFree for a
+        ``va`` that is not a live vmalloc allocation (nothing changed)."""
         self.vmap_area.vfree(va)
 
     def map_domain_page(self, cpu: int, mfn: int) -> int:
-        """Map ``mfn`` in ``cpu``'s domheap (see :meth:`Domheap.map_domain_page`)."""
+        """Map ``mfn`` in ``cpu``'s domheap (see :meth:`Domheap.map_domain_page`). Raises
+        RangeError for a bad CPU or MFN, OutOfSpace when every slot is busy."""
         return self.domheap.map_domain_page(cpu, mfn)
 
     def unmap_domain_page(self, cpu: int, va: int) -> None:
-        """Release a domheap mapping (see :meth:`Domheap.unmap_domain_page`)."""
+        """Release a domheap mapping (see :meth:`Domheap.unmap_domain_page`). Raises
+        RangeError for a bad CPU, InvalidFree for a ``va`` with no reference."""
         self.domheap.unmap_domain_page(cpu, va)
 
     # --- checks --------------------------------------------------------------------------------
@@ -426,7 +481,8 @@ class Xen:
         return [hit for mmu in self.mmus for hit in mmu.stale_hits]
 
     def check(self) -> None:
-        """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent."""
+        """Raise InvariantError if Xen's tables, the VLPT or a domain is inconsistent (its
+        p2m, its dirty set, its split reserve)."""
         self.core.pagetables.check()
         check = getattr(self.lookup, "check", None)
         if check is not None:
@@ -434,3 +490,10 @@ class Xen:
         for d in self.domains.values():
             if d.logdirty and d.dirty != self.logdirty.scan(d):
                 raise InvariantError(f"d{d.domid}: dirty set differs from the p2m types")
+            d.p2m.check()
+            blocks = d.stage2.tracked_blocks() if d.logdirty else 0
+            if d.stage2.split_reserve < blocks:
+                raise InvariantError(
+                    f"d{d.domid}: {d.stage2.split_reserve} split frames reserved for "
+                    f"{blocks} log-dirty blocks: a write fault could run out of memory"
+                )

@@ -27,6 +27,7 @@ faults inside a superpage: the fault handler must read the second-level view fir
 from __future__ import annotations
 
 from vaalloc.errors import RangeError
+from vaalloc.lpae._checks import check_int
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     FIRST_SIZE,
@@ -37,6 +38,7 @@ from vaalloc.xen.layout import (
     SECOND_SHIFT,
     VLPT_END_SLOT,
     VLPT_FIRST_SLOT,
+    XEN_SECOND_ENTRIES,
 )
 
 __all__ = [
@@ -50,15 +52,19 @@ __all__ = [
 
 
 def slot_va(slot: int) -> int:
-    """Return the hyp VA mapped by ``xen_second[slot]`` (``slot << 21``). O(1)."""
+    """Return the hyp VA mapped by ``xen_second[slot]`` (``slot << 21``). O(1). Raises
+    RangeError for a slot that is not an int in 0..2047."""
+    check_int(slot, "slot_va", "slot", 0, XEN_SECOND_ENTRIES)
     return slot << SECOND_SHIFT
 
 
 def gb_span(ipa_base: int, size: int) -> tuple[int, int]:
     """Return ``(first_gb, nr_gb)``: the p2m first-level entries covering ``[ipa_base, +size)``.
 
-    Each is one VLPT slot. Raises RangeError if ``size <= 0``. O(1).
+    Each is one VLPT slot. Raises RangeError if ``size <= 0`` or either is not an int. O(1).
     """
+    check_int(ipa_base, "gb_span", "ipa_base")
+    check_int(size, "gb_span", "size")
     if size <= 0 or ipa_base < 0:
         raise RangeError(f"gb_span: bad IPA range base={ipa_base:#x} size={size:#x}")
     first = ipa_base >> FIRST_SHIFT
@@ -67,11 +73,13 @@ def gb_span(ipa_base: int, size: int) -> tuple[int, int]:
 
 
 def slots_for_ram(ipa_base: int, size: int) -> int:
-    """Number of 2MB window slots a domain with RAM ``[ipa_base, +size)`` needs. O(1)."""
+    """Number of 2MB window slots a domain with RAM ``[ipa_base, +size)`` needs. O(1).
+    Raises RangeError as :func:`gb_span`."""
     return gb_span(ipa_base, size)[1]
 
 
 def _check_slot(slot: int, what: str) -> None:
+    check_int(slot, what, "slot")
     if not VLPT_FIRST_SLOT <= slot < VLPT_END_SLOT:
         raise RangeError(
             f"{what}: slot {slot} outside the VLPT window [{VLPT_FIRST_SLOT}, {VLPT_END_SLOT})"
@@ -80,6 +88,9 @@ def _check_slot(slot: int, what: str) -> None:
 
 def _gb_index(first_slot: int, first_gb: int, nr_slots: int, ipa: int) -> int:
     """Index of the slot (relative to ``first_slot``) covering ``ipa``; RangeError if none."""
+    check_int(first_gb, "vlpt", "first_gb", 0)
+    check_int(nr_slots, "vlpt", "nr_slots", 1)
+    check_int(ipa, "vlpt", "ipa")
     rel = (ipa >> FIRST_SHIFT) - first_gb
     if ipa < 0 or not 0 <= rel < nr_slots:
         lo = first_gb * FIRST_SIZE
@@ -99,8 +110,8 @@ def third_va(first_slot: int, first_gb: int, nr_slots: int, ipa: int) -> int:
     outside the run or a slot outside the window. O(1).
     """
     _check_slot(first_slot, "third_va")
-    _check_slot(first_slot + nr_slots - 1, "third_va")
     _gb_index(first_slot, first_gb, nr_slots, ipa)
+    _check_slot(first_slot + nr_slots - 1, "third_va")
     return slot_va(first_slot) + ((ipa - (first_gb << FIRST_SHIFT)) >> PAGE_SHIFT) * PTE_SIZE
 
 
@@ -120,6 +131,7 @@ def second_va(loop_slot: int, first_slot: int, first_gb: int, nr_slots: int, ipa
 
     Raises RangeError like :func:`third_va`. O(1).
     """
+    _check_slot(first_slot, "second_va")
     rel = _gb_index(first_slot, first_gb, nr_slots, ipa)
     page = loop_page_va(loop_slot, first_slot + rel)
     return page + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE

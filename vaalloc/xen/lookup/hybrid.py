@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import OutOfSpace
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.lookup.partitioned import PartitionedVLPT, limit_window
 from vaalloc.xen.lookup.walk import DomheapWalk
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["HybridLookup"]
 
@@ -33,7 +33,7 @@ class HybridLookup(P2MLookup):
     name = "hybrid"
 
     def __init__(self, core: Hypervisor, *, capacity: int | None = None) -> None:
-        self.core = core
+        self.core = check_core(core, "HybridLookup")
         self.vlpt = PartitionedVLPT(core)
         limit_window(self.vlpt, capacity)
         self.walk = DomheapWalk(core)
@@ -77,7 +77,7 @@ class HybridLookup(P2MLookup):
         self._for(d).write_leaf(cpu, d, ipa, value)
 
     def release(self, cpu: int) -> None:
-        """See :meth:`DomheapWalk.release`."""
+        """See :meth:`DomheapWalk.release`. Raises RangeError for a bad CPU."""
         self.walk.release(cpu)
 
     def check(self) -> None:

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vaalloc.alloc import RangeAllocator
-from vaalloc.errors import InvariantError, RangeError
+from vaalloc.errors import InvariantError, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_int
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     PAGE_SHIFT,
@@ -35,7 +37,6 @@ from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, thir
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["PartitionedVLPT", "SlotRun", "limit_window", "new_window"]
 
@@ -62,6 +63,8 @@ def new_window() -> RangeAllocator:
 def limit_window(lookup: PartitionedVLPT, capacity: int | None) -> None:
     """Shrink a fresh partitioned window to ``capacity`` usable slots by reserving the rest
     (the highest ones below the loop). None keeps all 63. Raises RangeError outside 1..63."""
+    if not isinstance(lookup, PartitionedVLPT):
+        raise RangeError(f"limit_window({lookup!r}): expected a PartitionedVLPT")
     if capacity is None:
         return
     total = lookup.window.stats().free
@@ -75,7 +78,8 @@ def limit_window(lookup: PartitionedVLPT, capacity: int | None) -> None:
 @attrs.frozen
 class SlotRun:
     """A domain's run of window slots: ``nr`` slots from ``first_slot`` for gigabytes
-    ``first_gb ..`` of its IPA space."""
+    ``first_gb ..`` of its IPA space. A plain record made by :meth:`PartitionedVLPT.reserve`:
+    its constructor raises nothing and checks nothing."""
 
     first_slot: int
     first_gb: int
@@ -96,13 +100,14 @@ class PartitionedVLPT(P2MLookup):
 
     ``third_va`` / ``second_va`` give the leaf and level-2 views; reads and writes go through
     the CPU's hyp MMU and TLB (``Xen.read_va``), and are counted as ``vlpt_reads`` /
-    ``vlpt_writes``. Context switch does nothing.
+    ``vlpt_writes``. Context switch does nothing. The constructor raises RangeError for a
+    ``core`` that is not a Hypervisor.
     """
 
     name = "partitioned"
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, "PartitionedVLPT")
         self.window = new_window()
         self.runs: dict[int, SlotRun] = {}  # domid -> run
         # domid -> (leaf_base, second_base): third_va = leaf_base + (ipa >> 12) * 8 and
@@ -113,32 +118,46 @@ class PartitionedVLPT(P2MLookup):
 
     # --- arithmetic -------------------------------------------------------------------------
     def run(self, d: Domain) -> SlotRun:
-        """The slot run of ``d``; raises RangeError if ``d`` has none (not log-dirty)."""
+        """The slot run of ``d``; raises RangeError if ``d`` is not a live domain or has none
+        (log-dirty is off)."""
+        self.core.check_domain(d)
         r = self.runs.get(d.domid)
         if r is None:
             raise RangeError(f"domain {d.domid} has no VLPT slots (log-dirty is off)")
         return r
 
     def third_va(self, d: Domain, ipa: int) -> int:
-        """Hyp VA of the p2m leaf translating ``ipa`` (see :func:`vlptmath.third_va`)."""
+        """Hyp VA of the p2m leaf translating ``ipa`` (see :func:`vlptmath.third_va`).
+        Raises RangeError as :meth:`run`, or for an IPA outside ``d``'s slots."""
         r = self.run(d)
         return third_va(r.first_slot, r.first_gb, r.nr, ipa)
 
     def second_va(self, d: Domain, ipa: int) -> int:
-        """Hyp VA of the p2m level-2 entry covering ``ipa`` (via the loop slot)."""
+        """Hyp VA of the p2m level-2 entry covering ``ipa`` (via the loop slot). Raises as
+        :meth:`third_va`."""
         r = self.run(d)
         return second_va(VLPT_LOOP_SLOT, r.first_slot, r.first_gb, r.nr, ipa)
 
     def slot_of(self, d: Domain, ipa: int) -> int:
-        """The window slot showing the gigabyte of ``ipa``."""
+        """The window slot showing the gigabyte of ``ipa``. Raises as :meth:`third_va`."""
         r = self.run(d)
+        check_int(ipa, "slot_of", "ipa", r.first_gb << FIRST_SHIFT, (r.first_gb + r.nr) << 30)
         return r.first_slot + (ipa >> FIRST_SHIFT) - r.first_gb
 
     # --- hooks ------------------------------------------------------------------------------
     def reserve(self, d: Domain) -> None:
-        """Carve ``d``'s consecutive slots out of the window (OutOfSpace if no run fits)."""
+        """Carve ``d``'s consecutive slots out of the window; OutOfSpace (naming the domain,
+        its size and the slots it needs; nothing changed) if no run fits."""
         first_gb, nr = gb_span(d.ram_base, d.ram_size)
-        va = self.window.alloc(nr)
+        try:
+            va = self.window.alloc(nr)
+        except OutOfSpace:
+            stats = self.window.stats()
+            raise OutOfSpace(
+                f"VLPT window: domain {d.domid} (RAM [{d.ram_base:#x}, {d.ram_end:#x}), "
+                f"{d.ram_size:#x} bytes) needs {nr} consecutive slots; the window has "
+                f"{stats.free} free, at most {stats.largest_free} in a row"
+            ) from None
         first_slot = va >> SECOND_SHIFT
         self.runs[d.domid] = SlotRun(first_slot, first_gb, nr)
         leaf_base = va - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * PTE_SIZE
@@ -179,10 +198,15 @@ class PartitionedVLPT(P2MLookup):
 
         Level 1: rewrite the slot (a 1GB block is refused: never copied). Level 2: the leaf
         view page ``slot_va + i2 * 4KB`` changes translation; flush it if it was valid.
+        A change outside the gigabytes of ``d``'s RAM has no slot: nothing to do.
         """
         if d.domid not in self._installed:
             return
-        slot = self.slot_of(d, ipa)
+        r = self.runs[d.domid]
+        rel = (ipa >> FIRST_SHIFT) - r.first_gb
+        if not 0 <= rel < r.nr:
+            return
+        slot = r.first_slot + rel
         pt = self.core.pagetables
         if level == 1:
             if is_block(new):

@@ -55,10 +55,11 @@ made on any CPU), as the partitioned VLPT does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
+from vaalloc.lpae._checks import check_bool
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.domain import Domain
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     LPAE_ENTRIES,
@@ -71,10 +72,6 @@ from vaalloc.xen.layout import (
 )
 from vaalloc.xen.lookup.base import P2MLookup
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
-
-if TYPE_CHECKING:
-    from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
 
@@ -108,9 +105,10 @@ class SwitchedVLPT(P2MLookup):
         ceiling: int = DEFAULT_CEILING,
         lazy: bool = False,
     ) -> None:
-        cpus = core.cpus
+        cpus = check_core(core, "SwitchedVLPT").cpus
         cap = VLPT_DOMAIN_SLOTS // cpus if capacity is None else capacity
-        if flush not in FLUSH_MODES:
+        check_bool(lazy, "SwitchedVLPT", "lazy")
+        if not isinstance(flush, str) or flush not in FLUSH_MODES:
             raise RangeError(f"SwitchedVLPT(flush={flush!r}): expected one of {FLUSH_MODES}")
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise RangeError(f"SwitchedVLPT(capacity={capacity!r}): expected a positive int")
@@ -125,7 +123,7 @@ class SwitchedVLPT(P2MLookup):
         self.flush = flush
         self.capacity = cap
         self.ceiling = ceiling
-        self.lazy = bool(lazy)
+        self.lazy = lazy
         self.name = ("switched" if flush == "all" else f"switched-{flush}") + (
             "-lazy" if lazy else ""
         )
@@ -140,17 +138,20 @@ class SwitchedVLPT(P2MLookup):
 
     # --- arithmetic -------------------------------------------------------------------------
     def base_slot(self, cpu: int) -> int:
-        """First ``xen_second`` slot of ``cpu``'s sub-window. O(1)."""
+        """First ``xen_second`` slot of ``cpu``'s sub-window. O(1). Raises RangeError for a
+        bad CPU."""
+        self.core.check_cpu(cpu)
         return VLPT_FIRST_SLOT + cpu * self.capacity
 
     def third_va(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Hyp VA (on ``cpu``) of the p2m leaf of ``ipa``; RangeError unless ``d`` is installed
-        there and ``ipa`` lies in its RAM."""
+        """Hyp VA (on ``cpu``) of the p2m leaf of ``ipa``. Raises RangeError for a bad CPU or
+        domain, unless ``d`` is installed there and ``ipa`` lies in its RAM."""
         self._need_installed(cpu, d, ipa)
         return self._bases[cpu][0] + ((ipa >> PAGE_SHIFT) << 3)
 
     def second_va(self, cpu: int, d: Domain, ipa: int) -> int:
-        """Hyp VA (on ``cpu``) of the p2m level-2 entry of ``ipa`` (through the loop slot)."""
+        """Hyp VA (on ``cpu``) of the p2m level-2 entry of ``ipa`` (through the loop slot).
+        Raises as :meth:`third_va`."""
         self._need_installed(cpu, d, ipa)
         return self._second_va(cpu, ipa)
 
@@ -163,6 +164,7 @@ class SwitchedVLPT(P2MLookup):
 
     def _need_installed(self, cpu: int, d: Domain, ipa: int) -> None:
         self.core.check_cpu(cpu)
+        self.core.check_domain(d)
         if self.installed[cpu] is not d:
             raise RangeError(f"switched VLPT: cpu {cpu}'s window does not show domain {d.domid}")
         if not d.in_ram(ipa):
@@ -170,7 +172,10 @@ class SwitchedVLPT(P2MLookup):
 
     @staticmethod
     def span(d: Domain | None) -> int:
-        """Slots ``d`` needs (0 for None): one per gigabyte its RAM touches."""
+        """Slots ``d`` needs (0 for None): one per gigabyte its RAM touches. Raises RangeError
+        for anything but a Domain or None."""
+        if d is not None and not isinstance(d, Domain):
+            raise RangeError(f"SwitchedVLPT.span({d!r}): expected a Domain or None")
         return 0 if d is None else gb_span(d.ram_base, d.ram_size)[1]
 
     # --- hooks ------------------------------------------------------------------------------
@@ -206,10 +211,13 @@ class SwitchedVLPT(P2MLookup):
 
     def on_p2m_change(self, d: Domain, level: int, ipa: int, old: int, new: int) -> None:
         """Keep every CPU showing ``d`` equal to its p2m; broadcast-flush VAs that changed."""
+        rel = (ipa >> FIRST_SHIFT) - (d.ram_base >> FIRST_SHIFT)
+        if not 0 <= rel < self.span(d):  # outside the gigabytes of d's RAM: no slot shows it
+            return
         for cpu, shown in enumerate(self.installed):
             if shown is not d:
                 continue
-            slot = self.base_slot(cpu) + (ipa >> FIRST_SHIFT) - (d.ram_base >> FIRST_SHIFT)
+            slot = VLPT_FIRST_SLOT + cpu * self.capacity + rel
             pt = self.core.pagetables
             if level == 1:
                 if is_block(new):

@@ -33,6 +33,7 @@ from vaalloc.errors import InvariantError, MappingError, RangeError
 from vaalloc.lpae import MMU, TLB, PageTable, S1Attrs, aarch64_s1
 from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.domheap import Domheap
+from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     P2M_RAM_LOGDIRTY,
     P2M_TYPE_MASK,
@@ -45,7 +46,6 @@ from vaalloc.xen.lookup.base import P2MLookup
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
-    from vaalloc.xen.hypervisor import Hypervisor
 
 __all__ = ["DIRECTMAP_VIRT_START", "DirectMapWalk", "DomheapWalk"]
 
@@ -69,13 +69,14 @@ class DomheapWalk(P2MLookup):
 
     No window, nothing at enable, disable or context switch. Costs per fault: three
     map/unmap pairs (each one PTE write and one ``TLBIMVAH`` on arm32) and the three TLB
-    misses the fresh mappings cause.
+    misses the fresh mappings cause. The constructor raises RangeError for a ``core`` that
+    is not a Hypervisor.
     """
 
     name = "walk"
 
     def __init__(self, core: Hypervisor) -> None:
-        self.core = core
+        self.core = check_core(core, type(self).__name__)
         self.domheap = Domheap(core)  # a view of the per-CPU dommap tables: it holds no state
         # cpu -> (domid, ipa >> 21, level-2 entry) from read_second, for read_leaf.
         self._cursor: dict[int, tuple[int, int, int]] = {}
@@ -124,12 +125,15 @@ class DomheapWalk(P2MLookup):
 
     def release(self, cpu: int) -> None:
         """Drop the level-3 mapping :meth:`read_leaf` kept for a ``write_leaf`` that will not
-        come (a reader that is not the log-dirty handler). No-op if none is held."""
+        come (a reader that is not the log-dirty handler). No-op if none is held. Raises
+        RangeError for a bad CPU."""
+        self.core.check_cpu(cpu)
+        self._release(cpu)
+
+    def _release(self, cpu: int) -> None:
         held = self._held.pop(cpu, None)
         if held is not None:
             self.unmap_va(cpu, held[2])
-
-    _release = release
 
     # --- hooks ------------------------------------------------------------------------------
     def on_disable(self, d: Domain) -> None:
@@ -213,7 +217,9 @@ class DirectMapWalk(DomheapWalk):
     AArch64 EL2 MMU (``mmus64``) whose tables map all of physical memory with 1GB blocks;
     its misses are counted as ``hyp_tlb_misses`` / ``hyp_walk_reads`` like arm32's.
 
-    Its tables are allocated from ``core.mem`` at construction (a few frames).
+    Its tables are allocated from ``core.mem`` at construction (a few frames): the
+    constructor raises RangeError for a ``core`` that is not a Hypervisor, OutOfSpace when
+    no frame is left.
     """
 
     name = "walk64"
@@ -223,7 +229,11 @@ class DirectMapWalk(DomheapWalk):
         mem = core.mem
         self.directmap = PageTable(mem, XEN64_S1)
         start, size = mem.ram_base, mem.ram_end - mem.ram_base
-        self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
+        try:
+            self.directmap.map(DIRECTMAP_VIRT_START + start, start, size, S1Attrs(xn=True))
+        except BaseException:  # all or nothing: the root goes back
+            self.directmap.free()
+            raise
         capacity = core.mmus[0].tlb.capacity
         self.mmus64: list[MMU] = []
         for _ in range(core.cpus):
