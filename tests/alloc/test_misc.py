@@ -237,3 +237,11 @@ def test_a_released_child_refuses_every_further_use() -> None:
         assert parent.stats().used == 0, name  # the range stayed the parent's, free
     with pytest.raises(RangeError, match="released"):
         AddressSpace().add(child)
+
+
+def test_address_space_names_are_strs() -> None:
+    space = AddressSpace()
+    space.create(0x1000_0000, 0x2000_0000, "vmap")
+    with pytest.raises(RangeError, match="str"):
+        space[["vmap"]]  # type: ignore[index]
+    assert ["vmap"] not in space and "vmap" in space

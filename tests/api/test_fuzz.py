@@ -114,7 +114,6 @@ _TLB = "TLB storage primitive of the generated lookups (lead's hot path): trusts
 EXEMPT: dict[str, str] = {
     "vaalloc.lpae.memory.PhysicalMemory.load64": "read64 without checks, by contract",
     "vaalloc.lpae.memory.PhysicalMemory.store64": "write64 without checks, by contract",
-    "vaalloc.xen.hypervisor.Hypervisor.hyp_pa": "the core's hot path: trusts its arguments",
     "vaalloc.xen.hypervisor.Hypervisor.hyp_read": "the core's hot path: trusts its arguments",
     "vaalloc.xen.hypervisor.Hypervisor.hyp_write": "the core's hot path: trusts its arguments",
     "vaalloc.xen.hypervisor.Hypervisor.flush_xen_va": "core TLB maintenance: trusted callers",
@@ -573,34 +572,6 @@ FUZZED = sorted(set(public_callables()) - set(EXEMPT))
 #: the profile's number otherwise (``HYPOTHESIS_PROFILE=fuzz`` for a long campaign).
 EXAMPLES = 12 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else settings().max_examples
 
-#: What this fuzz found in the lead's hot-path methods (which this branch does not edit), and
-#: how it is held until the lead changes them: the draw narrowed, or the comparison relaxed to
-#: that of an access. Each entry says what is wrong; remove it with the fix.
-PENDING: dict[str, str] = {
-    "vaalloc.lpae.mmu.MMU.guest_pa_many": (
-        "a non-int address after valid ones raises RangeError after the accesses before it "
-        "(TLB fills, counters): every address should be checked before the first access"
-    ),
-    "vaalloc.xen.system.Xen.guest_write": (
-        "d that is not a Domain: AttributeError, _check_ipa reads d.ram_base before _enter checks d"
-    ),
-    "vaalloc.xen.system.Xen.guest_read": "as guest_write",
-    "vaalloc.xen.system.Xen.guest_write_many": (
-        "d that is not a Domain: AttributeError (d.ram_base read first); ipas not iterable: "
-        "TypeError; a bad IPA is found after _enter switched the CPU to d, and _leave switches "
-        "back: two context switches counted in the ledger by a call that raised"
-    ),
-}
-_NARROW: dict[str, dict[str, Callable[[World], st.SearchStrategy[Any]]]] = {
-    "vaalloc.xen.system.Xen.guest_write": {"d": lambda w: st.sampled_from(w.domains())},
-    "vaalloc.xen.system.Xen.guest_read": {"d": lambda w: st.sampled_from(w.domains())},
-    "vaalloc.xen.system.Xen.guest_write_many": {
-        "d": lambda w: st.sampled_from(w.domains()),
-        "ipas": lambda w: st.sampled_from([[w.d.ram_base], [w.d.ram_base, "x"], [1.5], []]),
-    },
-}
-_RELAXED = {"vaalloc.lpae.mmu.MMU.guest_pa_many", "vaalloc.xen.system.Xen.guest_write_many"}
-
 
 @pytest.mark.parametrize("key", FUZZED)
 def test_fuzz(key: str) -> None:
@@ -618,8 +589,7 @@ def test_fuzz(key: str) -> None:
                 raise AssertionError(f"{key}: no strategy for parameter {p.name!r} (add to PARAMS)")
             if p.default is not p.empty and data.draw(st.booleans(), label=f"default {p.name}"):
                 continue  # leave it out: the default with the others drawn
-            draw = _NARROW.get(key, {}).get(p.name, PARAMS[p.name])
-            value = data.draw(draw(w), label=p.name)
+            value = data.draw(PARAMS[p.name](w), label=p.name)
             if p.kind == p.KEYWORD_ONLY:
                 kwargs[p.name] = value
             else:
@@ -629,10 +599,8 @@ def test_fuzz(key: str) -> None:
         try:
             fn(*args, **kwargs)
         except VAAllocError as error:
-            relaxed = (
-                isinstance(error, FaultError)
-                or (name in ACCESSES and isinstance(error, MappingError))
-                or key in _RELAXED
+            relaxed = isinstance(error, FaultError) or (
+                name in ACCESSES and isinstance(error, MappingError)
             )
             if relaxed:
                 assert w.state(relaxed=True) == relaxed_before, f"{key} raised {error!r}"

@@ -378,8 +378,11 @@ def test_guest_pa_many_is_the_loop_of_guest_pa(
 def test_guest_pa_many_checks_its_arguments() -> None:
     _, p2m, mmu = guest_setup()
     mmu.set_stage2(p2m[1].root, 1)
-    with pytest.raises(RangeError, match="integer"):
-        mmu.guest_pa_many([RAM, "0x80000000"])
+    before = mmu.counters
+    for bad in ([RAM, "0x80000000"], [RAM, 1 << 64], [RAM, True], 5):
+        with pytest.raises(RangeError, match="IPA|iterable"):
+            mmu.guest_pa_many(bad)  # type: ignore[arg-type]
+    assert mmu.counters == before and len(mmu.tlb) == 0  # checked before the first access
     with pytest.raises(RangeError, match="access"):
         mmu.guest_pa_many([RAM], "fetch")
     assert mmu.guest_pa_many([]) == []

@@ -113,7 +113,10 @@ class AddressSpace:
             return allocator
 
     def __getitem__(self, name: str) -> RangeAllocator:
-        """The instance called ``name``.  Raises UnknownName."""
+        """The instance called ``name``.  Raises UnknownName (RangeError for a name that is
+        not a str)."""
+        if not isinstance(name, str):
+            raise RangeError(f"{self._name}: an instance name is a str, not {name!r}")
         with self._lock:
             allocator = self._by_name.get(name)
         if allocator is None:
@@ -121,6 +124,8 @@ class AddressSpace:
         return allocator
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
         with self._lock:
             return name in self._by_name
 

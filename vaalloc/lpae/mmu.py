@@ -528,17 +528,24 @@ class MMU:
 
     def guest_pa_many(self, ipas: Iterable[int], access: str = "read") -> list[int]:
         """``[guest_pa(ipa, access) for ipa in ipas]`` for a guest whose stage 1 is off, with
-        the arguments checked once: the same PAs, counters and TLB contents; the first
-        fault raises FaultError (the accesses before it are done, as in the loop).
-        Raises RangeError as :meth:`stage2_pa`."""
+        the arguments checked once, all of them before the first access: the same PAs,
+        counters and TLB contents; the first fault raises FaultError (the accesses before it
+        are done, as in the loop).  Raises RangeError as :meth:`stage2_pa`, for an ``ipas``
+        that is not an iterable of int addresses, or with the guest's stage 1 on (changing
+        nothing)."""
         s2 = self._need(self._s2, "guest_pa_many", "set_stage2")
         a = self._access(access, "guest_pa_many")
         if self._s1 is not None:
-            return [self.guest_pa(ipa, access) for ipa in ipas]
+            raise RangeError(f"{self!r}.guest_pa_many: the guest's stage 1 is on")
         try:
-            return s2.lookup_many(ipas, a, lambda ipa, a: self._refusal(s2, ipa, a))
+            batch = ipas if isinstance(ipas, (list, tuple)) else list(ipas)
         except TypeError:
-            raise RangeError(f"{self!r}.guest_pa_many: an address is not an integer") from None
+            raise RangeError(f"{self!r}.guest_pa_many: {ipas!r} is not an iterable") from None
+        limit = s2.geo.ia_reg_limit
+        for ipa in batch:
+            if ipa.__class__ is not int or not 0 <= ipa < limit:
+                raise RangeError(f"{self!r}.guest_pa_many: {_shown(ipa)} is not an IPA")
+        return s2.lookup_many(batch, a, lambda ipa, a: self._refusal(s2, ipa, a))
 
     def guest_translate(
         self, va: int, access: str = "read", user: bool = False

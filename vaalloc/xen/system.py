@@ -318,7 +318,7 @@ class Xen:
         core = self.core
         if type(cpu) is not int or not 0 <= cpu < len(core.mmus):
             core.check_cpu(cpu)
-        if core.domains.get(getattr(d, "domid", -1)) is not d:
+        if d.__class__ is not Domain or core.domains.get(d.domid) is not d:
             core.check_domain(d)
         lo, hi = d.ram_base, d.ram_base + d.ram_size
         for ipa in ipas:
@@ -419,7 +419,10 @@ class Xen:
         memory). Every IPA is checked before any access, so a bad one changes nothing; a real
         fault (MappingError) stops the batch where it happens, as the loop would. Raises as
         :meth:`guest_write`."""
-        batch = ipas if isinstance(ipas, (list, tuple)) else list(ipas)
+        try:
+            batch = ipas if isinstance(ipas, (list, tuple)) else list(ipas)
+        except TypeError:
+            raise RangeError(f"guest_write_many: ipas={ipas!r} is not an iterable") from None
         prev = self._enter(d, cpu, batch, "guest_write_many")
         access = self._access
         out: list[int] = []
