@@ -380,7 +380,7 @@ def test_guest_pa_many_checks_its_arguments() -> None:
     mmu.set_stage2(p2m[1].root, 1)
     before = mmu.counters
     for bad in ([RAM, "0x80000000"], [RAM, 1 << 64], [RAM, True], 5):
-        with pytest.raises(RangeError, match="IPA|iterable"):
+        with pytest.raises(RangeError, match=r"IPA|iterable"):
             mmu.guest_pa_many(bad)  # type: ignore[arg-type]
     assert mmu.counters == before and len(mmu.tlb) == 0  # checked before the first access
     with pytest.raises(RangeError, match="access"):
