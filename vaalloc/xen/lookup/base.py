@@ -11,10 +11,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vaalloc.errors import InvariantError
+from vaalloc.lpae.descriptor import is_block, is_table
+
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
 
-__all__ = ["P2MLookup"]
+__all__ = ["P2MLookup", "slot_value"]
+
+
+def slot_value(d: Domain, gb: int, l1: int) -> int:
+    """What a VLPT window slot holds for ``d``'s p2m first-level entry ``l1`` (gigabyte ``gb``
+    of its IPA space): the entry itself when it is a table, 0 when it is invalid.  A 1GB block
+    is never copied: read through ``xen_second`` it would be a 2MB hyp block mapping guest RAM
+    into Xen (log-dirty splits them at enable), so one here is a broken invariant.
+
+    Raises InvariantError for a 1GB block."""
+    if is_block(l1):
+        raise InvariantError(f"domain {d.domid}: refusing to copy the 1GB block at GB {gb}")
+    return l1 if is_table(l1) else 0
 
 
 class P2MLookup:

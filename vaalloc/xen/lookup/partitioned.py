@@ -17,7 +17,7 @@ import attrs
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_int
-from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
@@ -32,7 +32,7 @@ from vaalloc.xen.layout import (
     VLPT_VIRT_END,
     VLPT_VIRT_START,
 )
-from vaalloc.xen.lookup.base import P2MLookup
+from vaalloc.xen.lookup.base import P2MLookup, slot_value
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, third_va
 
 if TYPE_CHECKING:
@@ -172,11 +172,10 @@ class PartitionedVLPT(P2MLookup):
         r = self.run(d)
         pt = self.core.pagetables
         for k, slot in enumerate(r.slots()):
-            l1 = d.stage2.read_l1((r.first_gb + k) << FIRST_SHIFT)
-            if is_block(l1):
-                raise InvariantError(f"domain {d.domid}: 1GB block at GB {r.first_gb + k}")
-            if is_table(l1):
-                pt.write_second(slot, l1)
+            gb = r.first_gb + k
+            value = slot_value(d, gb, d.stage2.read_l1(gb << FIRST_SHIFT))
+            if value:
+                pt.write_second(slot, value)
         self._installed.add(d.domid)
 
     def on_disable(self, d: Domain) -> None:
@@ -209,10 +208,9 @@ class PartitionedVLPT(P2MLookup):
         slot = r.first_slot + rel
         pt = self.core.pagetables
         if level == 1:
-            if is_block(new):
-                raise InvariantError(f"domain {d.domid}: refusing to copy a 1GB block")
+            value = slot_value(d, ipa >> FIRST_SHIFT, new)
             was = pt.read_second(slot)
-            pt.write_second(slot, new if is_table(new) else 0)
+            pt.write_second(slot, value)
             if is_table(was):
                 self._flush_slot(slot, was)
         elif level == 2 and is_table(old):

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_bool
-from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
@@ -70,7 +70,7 @@ from vaalloc.xen.layout import (
     VLPT_FIRST_SLOT,
     VLPT_LOOP_SLOT,
 )
-from vaalloc.xen.lookup.base import P2MLookup
+from vaalloc.xen.lookup.base import P2MLookup, slot_value
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
@@ -220,10 +220,9 @@ class SwitchedVLPT(P2MLookup):
             slot = VLPT_FIRST_SLOT + cpu * self.capacity + rel
             pt = self.core.pagetables
             if level == 1:
-                if is_block(new):
-                    raise InvariantError(f"domain {d.domid}: refusing to copy a 1GB block")
+                value = slot_value(d, ipa >> FIRST_SHIFT, new)
                 was = pt.read_second(slot)
-                pt.write_second(slot, new if is_table(new) else 0)
+                pt.write_second(slot, value)
                 if is_table(was):
                     for va in self._valid_pages(slot, was):
                         self._tlbi(cpu, "TLBIMVAHIS", va)
@@ -248,10 +247,8 @@ class SwitchedVLPT(P2MLookup):
             was = pt.read_second(slot) if k < nr_old else 0
             value = 0
             if new is not None and k < nr_new:
-                l1 = new.stage2.read_l1((first_gb + k) << FIRST_SHIFT)
-                if is_block(l1):
-                    raise InvariantError(f"domain {new.domid}: 1GB block at GB {first_gb + k}")
-                value = l1 if is_table(l1) else 0
+                gb = first_gb + k
+                value = slot_value(new, gb, new.stage2.read_l1(gb << FIRST_SHIFT))
             pt.write_second(slot, value)
             if is_table(was):
                 stale.append((slot, was))
