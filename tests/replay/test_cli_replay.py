@@ -103,6 +103,7 @@ def test_policy_and_region_options() -> None:
         (["--region", "0x1001:0x2000"], "region [0x1001, 0x2000) is not aligned"),
         (["--policy", "worst-fit"], "argument --policy: unknown policy 'worst-fit'"),
         (["--chart", "c.jpg"], "argument --chart: chart 'c.jpg': the suffix must be"),
+        (["--page-size", "12K"], "argument --page-size: 12K is not a page size"),
     ],
 )
 def test_bad_options_are_one_line(argv: list[str], message: str) -> None:

@@ -18,12 +18,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vaalloc.cli._args import parse_size
+from vaalloc.cli._args import Size, add_command, parse_size
 from vaalloc.cli._progress import ProgressBar
 
 __all__ = ["format_replay", "register"]
 
 _LONG = 20_000  # records from which the progress bar is worth drawing
+
+
+class _PageSize(Size):
+    """``--page-size``: a size that is a page Linux has (4K, 16K or 64K)."""
+
+    def __call__(self, text: str) -> int:
+        size = super().__call__(text)
+        if size not in (4096, 16384, 65536):
+            raise argparse.ArgumentTypeError(f"{text} is not a page size (4K, 16K or 64K)")
+        return size
 
 
 def _address(text: str) -> int:
@@ -241,11 +251,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from vaalloc.cli.plot import chart_path
     from vaalloc.replay import DEFAULT_POLICIES, REGIONS
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "replay",
         help="replay /proc/vmallocinfo, an ftrace of the vmalloc events or a vaalloc trace "
         "into each policy",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=(__doc__ or "").split("\n\n", 1)[1],
     )
     p.add_argument("file", metavar="FILE", help="the trace (e.g. /proc/vmallocinfo)")
     p.add_argument(
@@ -261,11 +272,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_policies,
         action="append",
         metavar="P",
-        help=f"policy to replay into, repeatable or comma-separated [{','.join(DEFAULT_POLICIES)}];"
-        " first-fit:noguard etc. for no guard page",
+        help="policy to replay into, repeatable or comma-separated; first-fit:noguard etc. for "
+        f"no guard page (default: {','.join(DEFAULT_POLICIES)})",
     )
     p.add_argument(
-        "--page-size", type=parse_size, default=4096, help="page size of a text trace [4K]"
+        "--page-size",
+        metavar="SIZE",
+        type=_PageSize(4096, 1 << 16, "the kernel's page: 4K, 16K or 64K"),
+        default=4096,
+        help="page size of a text trace",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
