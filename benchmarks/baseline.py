@@ -30,6 +30,32 @@ REVISION = "860740a"
 _CACHE = Path(__file__).resolve().parent / ".baseline"
 
 
+def legacy_allocator(revision: str = REVISION) -> Any:
+    """``RangeAllocator`` as it was at ``revision`` (index v1), importable beside today's in one
+    interpreter (the allocator benchmark runs both on the same operations, batch by batch):
+    the ``vaalloc/alloc`` package of that revision, extracted once into
+    ``benchmarks/.baseline/REV/legacy/legacy_alloc_REV`` with its ``vaalloc.alloc`` imports
+    renamed (its
+    ``vaalloc.errors`` imports stay: the error classes are shared).  Raises LookupError when git
+    or the revision is not available here."""
+    import importlib
+
+    package = f"legacy_alloc_{revision}"
+    target = _CACHE / revision / "legacy" / package
+    if not (target / "__init__.py").exists():
+        root = materialize(revision)
+        if root is None:
+            raise LookupError(f"revision {revision} of vaalloc is not available (no git history)")
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sorted((root / "vaalloc" / "alloc").glob("*.py")):
+            text = source.read_text().replace("vaalloc.alloc", package)
+            (target / source.name).write_text(text)
+    parent = str(target.parent)
+    if parent not in sys.path:
+        sys.path.append(parent)
+    return importlib.import_module(package).RangeAllocator
+
+
 def materialize(revision: str = REVISION) -> Path | None:
     """The directory holding ``vaalloc`` as it was at ``revision`` (extracted on first use), or
     None when git or the revision is not available here."""

@@ -3,8 +3,9 @@
 Workload, a fragmented steady state: fill the region to ~60 % with runs of 1-16 granules (or
 with a fixed number of runs, for the large rows), free every other run, then time batches of
 operations alternating ``alloc`` (1-64 granules, align 1-8) and ``free`` of a random live run.
-Every row runs today's allocator (index v2) and the first one (index v1, a benchmark-only copy
-in benchmarks/legacy_alloc/) side by side on the same seeded operations and checks that both
+Every row runs today's allocator (index v2) and the first one (index v1: ``vaalloc.alloc`` of
+revision 860740a, extracted from git by :func:`benchmarks.baseline.legacy_allocator`) side by
+side on the same seeded operations and checks that both
 return the same addresses; the peer, ``tlsfallocator`` (sebbbi's OffsetAllocator in C++, the
 ``bench`` extra), runs the same sizes (it is not first-fit and has no alignment: speed only).
 
@@ -29,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.legacy_alloc import RangeAllocator as LegacyAllocator
+from benchmarks.baseline import legacy_allocator
 from tests.reference.xen_vmap_plain import PlainXenVmap
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import OutOfSpace
@@ -46,6 +47,12 @@ TARGET_SMALL, TARGET_ANY, TARGET_1E5, TARGET_1E6 = 150_000, 120_000, 100_000, 80
 TARGET_BEST, TARGET_INSTANT, TARGET_GROWTH, TARGET_BYTES = 100_000, 150_000, 1.5, 200
 
 Op = tuple[int, int, float]
+
+#: Index v1, the allocator as it was before issue 11 (see the module docstring).
+try:
+    LegacyAllocator: Any = legacy_allocator()
+except LookupError as error:  # a tarball without git history: nothing to compare with
+    raise SystemExit(f"bench_alloc: {error}; run it from a git checkout") from None
 
 
 def make(impl: type, policy: str, granules: int) -> Any:
