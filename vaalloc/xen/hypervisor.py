@@ -132,36 +132,29 @@ class Hypervisor:
         """Read the 64-bit word at hyp VA ``va`` on ``cpu``, through that CPU's TLB and walker.
         Counts ``hyp_tlb_misses`` and ``hyp_walk_reads``. Raises FaultError when ``va`` does not
         translate for a read."""
-        mmu = self.mmus[cpu]
-        misses, reads = mmu.misses, mmu.walk_reads
-        lookup = mmu.hyp_lookup
-        assert lookup is not None  # set at boot
-        pa = lookup(va, 1)
-        if mmu.misses != misses:
-            self._count_hyp_misses(mmu, misses, reads)
-        if pa < 0:
-            mmu.hyp_pa(va, "read")  # raises the permission fault
-        return self.mem.load64(pa)
+        return self.mem.load64(self._hyp_pa(cpu, va, 1))
 
     def hyp_write(self, cpu: int, va: int, value: int) -> None:
         """Write the 64-bit word ``value`` (trusted: 0 <= value < 2**64) at hyp VA ``va`` on
         ``cpu``; counts as :meth:`hyp_read`. Raises FaultError (a permission fault for a
         read-only mapping)."""
+        self.mem.store64(self._hyp_pa(cpu, va, 2), value)
+
+    def _hyp_pa(self, cpu: int, va: int, need: int) -> int:
+        """PA of hyp VA ``va`` on ``cpu`` for a read (``need`` 1) or write (2), counting the
+        walk if the TLB missed; raises the permission fault when it does not translate."""
         mmu = self.mmus[cpu]
         misses, reads = mmu.misses, mmu.walk_reads
         lookup = mmu.hyp_lookup
         assert lookup is not None  # set at boot
-        pa = lookup(va, 2)
+        pa = lookup(va, need)
         if mmu.misses != misses:
-            self._count_hyp_misses(mmu, misses, reads)
+            counts = self.ledger.counts
+            counts["hyp_tlb_misses"] += mmu.misses - misses
+            counts["hyp_walk_reads"] += mmu.walk_reads - reads
         if pa < 0:
-            mmu.hyp_pa(va, "write")  # raises the permission fault
-        self.mem.store64(pa, value)
-
-    def _count_hyp_misses(self, mmu: MMU, misses: int, reads: int) -> None:
-        counts = self.ledger.counts
-        counts["hyp_tlb_misses"] += mmu.misses - misses
-        counts["hyp_walk_reads"] += mmu.walk_reads - reads
+            mmu.hyp_pa(va, "read" if need == 1 else "write")  # raises the permission fault
+        return pa
 
     # --- TLB maintenance ---------------------------------------------------------------------
     def flush_xen_va(self, va: int) -> None:
