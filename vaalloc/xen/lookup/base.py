@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vaalloc.errors import InvariantError
-from vaalloc.lpae.descriptor import is_block, is_table
+from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
+from vaalloc.xen.layout import PAGE_SIZE, SECOND_SHIFT, VLPT_LOOP_SLOT
+from vaalloc.xen.vlptmath import loop_page_va, slot_va
 
 if TYPE_CHECKING:
+    from vaalloc.lpae.memory import PhysicalMemory
     from vaalloc.xen.domain import Domain
 
-__all__ = ["P2MLookup", "slot_value"]
+__all__ = ["P2MLookup", "leaf_view_page", "slot_pages", "slot_value"]
 
 
 def slot_value(d: Domain, gb: int, l1: int) -> int:
@@ -30,6 +33,24 @@ def slot_value(d: Domain, gb: int, l1: int) -> int:
     if is_block(l1):
         raise InvariantError(f"domain {d.domid}: refusing to copy the 1GB block at GB {gb}")
     return l1 if is_table(l1) else 0
+
+
+def slot_pages(mem: PhysicalMemory, slot: int, l1: int) -> list[int]:
+    """Hyp VAs that translate through window ``slot`` while it holds the table entry ``l1``:
+    the leaf-view pages whose p2m level-2 entry is a table, then the slot's alias page under
+    the loop (its second-level view). These are what a rewrite of the slot must flush. Reads
+    the level-2 table ``l1`` points at (512 entries)."""
+    base = slot_va(slot)
+    l2 = mem.read_table(l1 & ADDR_MASK_40)
+    pages = [base + i2 * PAGE_SIZE for i2, e in enumerate(l2) if is_table(e)]
+    pages.append(loop_page_va(VLPT_LOOP_SLOT, slot))
+    return pages
+
+
+def leaf_view_page(slot: int, ipa: int) -> int:
+    """Hyp VA of the leaf-view page of window ``slot`` (showing ``ipa``'s gigabyte) that holds
+    ``ipa``'s level-3 entries: it changes translation when ``ipa``'s level-2 entry does."""
+    return slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE
 
 
 class P2MLookup:

@@ -17,7 +17,7 @@ import attrs
 from vaalloc.alloc import RangeAllocator
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_int
-from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
+from vaalloc.lpae.descriptor import is_table
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
@@ -32,7 +32,7 @@ from vaalloc.xen.layout import (
     VLPT_VIRT_END,
     VLPT_VIRT_START,
 )
-from vaalloc.xen.lookup.base import P2MLookup, slot_value
+from vaalloc.xen.lookup.base import P2MLookup, leaf_view_page, slot_pages, slot_value
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, third_va
 
 if TYPE_CHECKING:
@@ -214,17 +214,12 @@ class PartitionedVLPT(P2MLookup):
             if is_table(was):
                 self._flush_slot(slot, was)
         elif level == 2 and is_table(old):
-            self.core.flush_xen_va(slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE)
+            self.core.flush_xen_va(leaf_view_page(slot, ipa))
 
     def _flush_slot(self, slot: int, old_l1: int) -> None:
-        """Flush the valid pages of a slot that held ``old_l1``: its leaf-view pages whose p2m
-        level-2 entry is a table, and its second-level view page under the loop."""
-        l2 = self.core.mem.read_table(old_l1 & ADDR_MASK_40)
-        base = slot_va(slot)
-        for i2, e in enumerate(l2):
-            if is_table(e):
-                self.core.flush_xen_va(base + i2 * PAGE_SIZE)
-        self.core.flush_xen_va(loop_page_va(VLPT_LOOP_SLOT, slot))
+        """Flush the pages that translated through ``slot`` while it held ``old_l1``."""
+        for va in slot_pages(self.core.mem, slot, old_l1):
+            self.core.flush_xen_va(va)
 
     # --- the handler's accesses -------------------------------------------------------------
     def read_second(self, cpu: int, d: Domain, ipa: int) -> int:

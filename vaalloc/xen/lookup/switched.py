@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from vaalloc.errors import InvariantError, OutOfSpace, RangeError
 from vaalloc.lpae._checks import check_bool
-from vaalloc.lpae.descriptor import ADDR_MASK_40, is_table
+from vaalloc.lpae.descriptor import is_table
 from vaalloc.xen.domain import Domain
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
@@ -70,7 +70,7 @@ from vaalloc.xen.layout import (
     VLPT_FIRST_SLOT,
     VLPT_LOOP_SLOT,
 )
-from vaalloc.xen.lookup.base import P2MLookup, slot_value
+from vaalloc.xen.lookup.base import P2MLookup, leaf_view_page, slot_pages, slot_value
 from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
@@ -227,7 +227,7 @@ class SwitchedVLPT(P2MLookup):
                     for va in self._valid_pages(slot, was):
                         self._tlbi(cpu, "TLBIMVAHIS", va)
             elif level == 2 and is_table(old):
-                va = slot_va(slot) + ((ipa >> SECOND_SHIFT) & 511) * PAGE_SIZE
+                va = leaf_view_page(slot, ipa)
                 self._tlbi(cpu, "TLBIMVAHIS", va)
 
     # --- the switch itself ------------------------------------------------------------------
@@ -261,15 +261,10 @@ class SwitchedVLPT(P2MLookup):
             self._flush_stale(cpu, stale, local)
 
     def _valid_pages(self, slot: int, old_l1: int) -> list[int]:
-        """Hyp VAs that translated through ``slot`` while it held ``old_l1``: leaf-view pages
-        whose p2m level-2 entry is a table, and the slot's alias page under the loop. Reads
-        the level-2 table (512 reads, counted as ``switch_scan_reads``)."""
-        l2 = self.core.mem.read_table(old_l1 & ADDR_MASK_40)
+        """:func:`~vaalloc.xen.lookup.base.slot_pages`, its 512 reads of the level-2 table
+        counted as ``switch_scan_reads``."""
         self.core.ledger.add("switch_scan_reads", LPAE_ENTRIES)
-        base = slot_va(slot)
-        pages = [base + i2 * PAGE_SIZE for i2, e in enumerate(l2) if is_table(e)]
-        pages.append(loop_page_va(VLPT_LOOP_SLOT, slot))
-        return pages
+        return slot_pages(self.core.mem, slot, old_l1)
 
     def _flush_stale(self, cpu: int, stale: list[tuple[int, int]], local: bool) -> None:
         suffix = "" if local else "IS"
