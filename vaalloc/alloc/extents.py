@@ -132,7 +132,9 @@ def fit_in(us: int, ue: int, nr: int, align: int, phase: int, nocross: int) -> i
     return c if c + nr <= ue else -1
 
 
-def _colour_getters() -> tuple[list[itemgetter[tuple[int, ...]] | None], list[list[object]]]:
+def _colour_getters() -> tuple[
+    list[itemgetter[tuple[int, ...]] | None], list[list[itemgetter[tuple[int, ...]]]]
+]:
     """Tables that turn "which colours of an exact class hold this request" into one C call.
 
     ``NEAR[align | phase]`` picks, from the ``(align - 1) * 8`` bucket heads of lengths
@@ -143,7 +145,7 @@ def _colour_getters() -> tuple[list[itemgetter[tuple[int, ...]] | None], list[li
     align``; only ``align`` 2, 4, 8 occur (``align`` 1 has no near misses).
     """
     near: list[itemgetter[tuple[int, ...]] | None] = [None] * 16
-    fits: list[list[object]] = [[] for _ in range(16)]
+    fits: list[list[itemgetter[tuple[int, ...]]]] = [[] for _ in range(16)]
     for align in (2, 4, 8):
         for phase in range(align):
             near[align | phase] = itemgetter(
@@ -605,6 +607,20 @@ class ExtentIndex:
         b = min(self.group_min[g + 1 :])
         return a if a < b else b
 
+    def _colour_min(self, k: int, nr: int, align: int, phase: int) -> int:
+        """Lowest hole of exact class ``k`` (``nr <= k < EXACT``) that holds ``nr`` units at
+        ``align``/``phase`` (``align <= 8``), INF if none.  Every hole of one (length, colour)
+        bucket holds the request at the same offset, so the bucket heads decide: all colours
+        fit once the slack ``k - nr`` reaches ``align - 1``, else ``FITS`` picks those that do.
+        """
+        base = k << _COLOUR_SHIFT
+        heads = self.list_head[base : base + COLOURS]
+        d = k - nr
+        if align == 1 or d >= align - 1:
+            return min(heads)
+        fitting: tuple[int, ...] = FITS[align | phase][d](heads)
+        return min(fitting)
+
     def _lists_of(self, k: int) -> range:
         """Bucket numbers of class ``k``."""
         if k < EXACT:
@@ -673,9 +689,7 @@ class ExtentIndex:
             mask >>= low
             if by_colour and k < EXACT:
                 # An exact near miss with align <= 8: decided by colour, as in the fast path.
-                base = k << _COLOUR_SHIFT
-                heads = self.list_head[base : base + COLOURS]
-                x = min(FITS[align | phase][k - nr](heads)) if align > 1 else min(heads)  # type: ignore[operator]
+                x = self._colour_min(k, nr, align, phase)
                 if x < stop:
                     stop = best = x
                     best_c = self._start_in(x, align, phase)
@@ -787,15 +801,7 @@ class ExtentIndex:
             k += low
             mask >>= low
             if by_colour and k < EXACT:
-                # Every hole of bucket (k, colour) holds the request at the same offset.
-                base = k << _COLOUR_SHIFT
-                heads = self.list_head[base : base + COLOURS]
-                d = k - nr
-                if align == 1 or d >= align - 1:
-                    x = min(heads)
-                else:
-                    pick = FITS[align | phase][d]
-                    x = min(pick(heads))  # type: ignore[operator]
+                x = self._colour_min(k, nr, align, phase)
                 if x != INF:
                     return x, self._start_in(x, align, phase)
             else:
