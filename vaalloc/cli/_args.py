@@ -40,6 +40,10 @@ __all__ = [
     "Number",
     "Size",
     "add_command",
+    "add_domains",
+    "add_ram",
+    "add_seed",
+    "add_superpages",
     "format_size",
     "fraction",
     "integer",
@@ -321,4 +325,54 @@ def add_command(
         description=wrapped,
         epilog=textwrap.dedent(epilog).strip("\n") if epilog else None,
         formatter_class=HelpFormatter,
+    )
+
+
+# Options that describe the modelled guests, shared by the sub-commands that build them: one
+# statement of each limit of the model (and its reason) whatever the command.
+
+
+def add_seed(p: argparse.ArgumentParser, default: int, what: str = "random seed") -> None:
+    """``--seed N``: a :data:`SEED` with ``default``; ``what`` heads its help line."""
+    p.add_argument("--seed", type=SEED, default=default, metavar="N", help=f"{what} (non-negative)")
+
+
+def add_domains(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    """``--domains N``: guests, from 1 to the ARMv7 VMID limit."""
+    from vaalloc.xen.layout import MAX_VMID
+
+    p.add_argument(
+        "--domains",
+        type=Count(1, MAX_VMID, "an ARMv7 VMID has 8 bits"),
+        default=default,
+        metavar="N",
+        help=help,
+    )
+
+
+def add_ram(p: argparse.ArgumentParser, default: int, examples: str) -> None:
+    """``--ram SIZE``: RAM per guest, a 2MB multiple that fits between the guest RAM base and
+    the top of the 40-bit IPA space; ``examples`` shows two spellings in the help."""
+    from vaalloc.xen.layout import GUEST_RAM_BASE, P2M_IPA_BITS
+
+    ram_max = (1 << P2M_IPA_BITS) - GUEST_RAM_BASE
+    p.add_argument(
+        "--ram",
+        type=Size(2 << 20, ram_max, "guest RAM is 2M-aligned, from IPA 0x80000000 to 2^40"),
+        default=default,
+        metavar="SIZE",
+        help=f"RAM per guest, e.g. {examples}",
+    )
+
+
+def add_superpages(p: argparse.ArgumentParser, default: float) -> None:
+    """``--superpages [SHARE]``: the share of guest RAM mapped by 2MB p2m blocks (alone: 1)."""
+    p.add_argument(
+        "--superpages",
+        type=fraction,
+        nargs="?",
+        const=1.0,
+        default=default,
+        metavar="SHARE",
+        help="share of guest RAM mapped with 2M p2m blocks (alone: 1, all of it)",
     )

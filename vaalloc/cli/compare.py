@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from vaalloc.cli._args import (
-    SEED,
     Choice,
     Count,
     ListOf,
     Number,
-    Size,
     add_command,
+    add_domains,
+    add_ram,
+    add_seed,
+    add_superpages,
     format_size,
-    fraction,
 )
 from vaalloc.cli._output import plural, table, warn, write_chart_or_fail
 from vaalloc.cli._progress import ProgressBar
@@ -370,7 +371,7 @@ class _Capacity:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``compare`` to the command's sub-parsers."""
     from vaalloc.xen import LOOKUPS
-    from vaalloc.xen.layout import GUEST_RAM_BASE, MAX_VMID, P2M_IPA_BITS, VLPT_DOMAIN_SLOTS
+    from vaalloc.xen.layout import VLPT_DOMAIN_SLOTS
 
     p = add_command(
         sub,
@@ -404,13 +405,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="physical CPUs",
     )
-    p.add_argument(
-        "--domains",
-        type=Count(1, MAX_VMID, "an ARMv7 VMID has 8 bits"),
-        default=4,
-        metavar="N",
-        help="guests, one vCPU each",
-    )
+    add_domains(p, 4, "guests, one vCPU each")
     p.add_argument(
         "--logdirty",
         type=Count(0),
@@ -418,14 +413,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="guests migrating (at most --domains)",
     )
-    ram_max = (1 << P2M_IPA_BITS) - GUEST_RAM_BASE
-    p.add_argument(
-        "--ram",
-        type=Size(2 * MB, ram_max, "guest RAM is 2M-aligned, from IPA 0x80000000 to 2^40"),
-        default=32 * MB,
-        metavar="SIZE",
-        help="RAM per guest, e.g. 32M or 1G",
-    )
+    add_ram(p, 32 * MB, "32M or 1G")
     p.add_argument(
         "--write-rate",
         type=Number(0, 1e6),
@@ -433,15 +421,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PER_MS",
         help="guest writes per ms of vCPU time",
     )
-    p.add_argument(
-        "--superpages",
-        type=fraction,
-        nargs="?",
-        const=1.0,
-        default=0.0,
-        metavar="SHARE",
-        help="share of guest RAM mapped with 2M p2m blocks (alone: 1, all of it)",
-    )
+    add_superpages(p, 0.0)
     p.add_argument(
         "--switch-rate",
         type=Number(0, 1e6),
@@ -456,7 +436,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="MS",
         help="simulated time, ms",
     )
-    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="random seed (non-negative)")
+    add_seed(p, 0)
     p.add_argument(
         "--capacity",
         type=slots,

@@ -7,7 +7,7 @@ import json
 import random
 from typing import Any
 
-from vaalloc.cli._args import SEED, Address, Count, add_command, format_size
+from vaalloc.cli._args import Address, Count, add_command, add_seed, format_size
 from vaalloc.cli._output import table
 from vaalloc.cli._progress import ProgressBar
 from vaalloc.errors import OutOfSpace
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="allocations in the first pass (at most what the range holds)",
     )
-    p.add_argument("--seed", type=SEED, default=1, metavar="N", help="random seed (non-negative)")
+    add_seed(p, 1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_demo, parser=p)

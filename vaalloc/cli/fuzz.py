@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from vaalloc.cli._args import SEED, Choice, Count, Number, add_command
+from vaalloc.cli._args import Choice, Count, Number, add_command, add_seed
 from vaalloc.cli._output import plural, warn
 from vaalloc.cli._progress import ProgressBar
 
@@ -209,7 +209,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="S",
         help="wall-clock budget of the whole run, split across the targets",
     )
-    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="first seed (non-negative)")
+    add_seed(p, 0, "first seed")
     p.add_argument(
         "--jobs",
         type=Count(1, MAX_JOBS),

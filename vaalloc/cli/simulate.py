@@ -32,7 +32,17 @@ from typing import Any
 
 import attrs
 
-from vaalloc.cli._args import SEED, Choice, Count, Size, add_command, format_size, fraction
+from vaalloc.cli._args import (
+    Choice,
+    Count,
+    add_command,
+    add_domains,
+    add_ram,
+    add_seed,
+    add_superpages,
+    format_size,
+    fraction,
+)
 from vaalloc.cli._output import plural, table, warn
 from vaalloc.cli._progress import ProgressBar
 from vaalloc.errors import RangeError
@@ -385,7 +395,7 @@ _STRATEGIES = """p2m lookup strategies (--strategy):
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``simulate`` to the command's sub-parsers."""
     from vaalloc.xen import LOOKUPS
-    from vaalloc.xen.layout import GUEST_RAM_BASE, MAX_VMID, P2M_IPA_BITS
+    from vaalloc.xen.layout import GUEST_RAM_BASE, P2M_IPA_BITS
 
     d = Scenario()
     p = add_command(
@@ -406,20 +416,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=_STRATEGIES,
     )
     ram_max = (1 << P2M_IPA_BITS) - GUEST_RAM_BASE
-    p.add_argument(
-        "--domains",
-        metavar="N",
-        type=Count(1, MAX_VMID, "an ARMv7 VMID has 8 bits"),
-        default=d.domains,
-        help="number of guests, all migrating",
-    )
-    p.add_argument(
-        "--ram",
-        metavar="SIZE",
-        type=Size(2 << 20, ram_max, "guest RAM is 2M-aligned, from IPA 0x80000000 to 2^40"),
-        default=d.ram,
-        help="RAM per guest, e.g. 2G or 512M",
-    )
+    add_domains(p, d.domains, "number of guests, all migrating")
+    add_ram(p, d.ram, "2G or 512M")
     p.add_argument(
         "--cpus",
         metavar="N",
@@ -472,15 +470,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=d.max_rounds,
         help="pre-copy rounds at most",
     )
-    p.add_argument(
-        "--superpages",
-        type=fraction,
-        nargs="?",
-        const=1.0,
-        default=d.superpages,
-        metavar="SHARE",
-        help="share of guest RAM mapped with 2M p2m blocks (alone: 1, all of it)",
-    )
+    add_superpages(p, d.superpages)
     p.add_argument(
         "--no-stale-check", action="store_true", help="skip the stale-TLB detector (faster)"
     )
@@ -492,9 +482,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="p2m lookup strategy of the fault handler, one of those listed below",
     )
     p.add_argument("--check", action="store_true", help="check the whole model at the end")
-    p.add_argument(
-        "--seed", metavar="N", type=SEED, default=d.seed, help="random seed (non-negative)"
-    )
+    add_seed(p, d.seed)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_simulate, parser=p)

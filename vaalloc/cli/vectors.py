@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vaalloc.cli._args import SEED, Count, add_command
+from vaalloc.cli._args import Count, add_command, add_seed
 from vaalloc.cli._output import plural
 from vaalloc.cli._progress import ProgressBar
 from vaalloc.errors import RangeError
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     size_cap = "the files would run to gigabytes"
     p.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
-    p.add_argument("--seed", type=SEED, default=1, metavar="N", help="random seed (non-negative)")
+    add_seed(p, 1)
     p.add_argument(
         "--ops",
         type=Count(1, MAX_OPS, size_cap),
