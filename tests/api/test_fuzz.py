@@ -145,6 +145,8 @@ EXEMPT: dict[str, str] = {
     "vaalloc.lpae.tlb.TLB.invalidate_guest": _TLB + " (MMU.tlbi checks)",
     "vaalloc.xen.lookup.LookupFactory()": "a typing Protocol",
     "vaalloc.xen.lookup.base.slot_value": "the strategies' rule for a slot, on entries they read",
+    "vaalloc.xen.lookup.base.slot_pages": "the strategies' flush list, on entries they read",
+    "vaalloc.xen.lookup.base.leaf_view_page": "the strategies' VLPT arithmetic, on slots they own",
     "vaalloc.xen.lookup.walk.DomheapWalk.map_pa": _WALK,
     "vaalloc.xen.lookup.walk.DomheapWalk.unmap_va": _WALK,
     "vaalloc.xen.lookup.walk.DomheapWalk.read_va": _WALK,
