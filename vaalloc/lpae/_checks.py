@@ -19,11 +19,6 @@ def shown(value: object) -> str:
     return repr(value)
 
 
-def is_int(value: object) -> bool:
-    """True for an int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_int(
     value: object,
     what: str,

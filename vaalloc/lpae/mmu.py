@@ -32,6 +32,7 @@ from typing import Final, Literal
 import attrs
 
 from vaalloc.errors import AlignmentError, RangeError
+from vaalloc.lpae._checks import shown
 from vaalloc.lpae.descriptor import NG, S1Attrs, S2Attrs
 from vaalloc.lpae.geometry import ARMV7_S1, ARMV7_S1_PL1, ARMV7_S2_40, Format
 from vaalloc.lpae.memory import PhysicalMemory
@@ -78,14 +79,9 @@ def _perm_letters(mask: int) -> str:
     return "".join(c if mask & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
 
 
-def _shown(value: object) -> str:
-    """An address for a message: hex for an int, repr for anything else."""
-    return f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
-
-
 def _check_base(mem: PhysicalMemory, root: object, fmt: Format, what: str) -> int:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < mem.limit:
-        raise RangeError(f"MMU.{what}: table base {_shown(root)} outside physical memory")
+        raise RangeError(f"MMU.{what}: table base {shown(root)} outside physical memory")
     if root % 8:
         raise AlignmentError(f"MMU.{what}: table base {root:#x} is not 8-byte aligned")
     if root >> fmt.oa_bits:
@@ -234,7 +230,7 @@ class MMU:
         if not isinstance(chosen, Format) or chosen.stage != 1 or chosen.regime != "el1&0":
             raise RangeError(f"MMU.set_stage1: {chosen!r} is not an EL1&0 stage-1 format")
         if isinstance(ttbr0, bool) or not isinstance(ttbr0, int) or not 0 <= ttbr0 < 1 << 48:
-            raise RangeError(f"MMU.set_stage1: ttbr0 {_shown(ttbr0)} is not a table address")
+            raise RangeError(f"MMU.set_stage1: ttbr0 {shown(ttbr0)} is not a table address")
         if ttbr0 % 8:
             raise AlignmentError(f"MMU.set_stage1: ttbr0 {ttbr0:#x} is not 8-byte aligned")
         self._s1 = Regime(chosen, ttbr0, GUEST, _check_tag(asid, "set_stage1", "asid"))
@@ -544,7 +540,7 @@ class MMU:
         limit = s2.geo.ia_reg_limit
         for ipa in batch:
             if ipa.__class__ is not int or not 0 <= ipa < limit:
-                raise RangeError(f"{self!r}.guest_pa_many: {_shown(ipa)} is not an IPA")
+                raise RangeError(f"{self!r}.guest_pa_many: {shown(ipa)} is not an IPA")
         return s2.lookup_many(batch, a, lambda ipa, a: self._refusal(s2, ipa, a))
 
     def guest_translate(
@@ -621,7 +617,7 @@ class MMU:
                 raise self._refusal(s2, va, a)
             return pa, self.tlb.lookup(s2.key(va, s2.shifts[0])) or _NO_ENTRY
         if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < s1.geo.ia_reg_limit:
-            raise RangeError(f"{self!r}: {_shown(va)} is not a guest address of {s1.fmt.name}")
+            raise RangeError(f"{self!r}: {shown(va)} is not a guest address of {s1.fmt.name}")
         for shift in s1.shifts:
             for asid in (s1.tag, None):
                 key = self._combined_key(s2, va, shift, asid)
@@ -715,9 +711,9 @@ class MMU:
             raise RangeError(f"{self!r}.tlbi: unknown operation {op!r}")
         needs_addr, needs_asid, inner_shareable, needs_vmid, action = spec
         if needs_addr != (addr is not None):
-            raise RangeError(f"{self!r}.tlbi({op!r}): address operand {_shown(addr)}")
+            raise RangeError(f"{self!r}.tlbi({op!r}): address operand {shown(addr)}")
         if addr is not None and (addr.__class__ is not int or not 0 <= addr < 1 << 64):
-            raise RangeError(f"{self!r}.tlbi({op!r}): address {_shown(addr)} is not a 64-bit one")
+            raise RangeError(f"{self!r}.tlbi({op!r}): address {shown(addr)} is not a 64-bit one")
         if needs_asid:
             asid = self.asid if asid is None else _check_tag(asid, "tlbi", "asid")
             if asid is None:

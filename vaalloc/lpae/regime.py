@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from vaalloc.errors import RangeError
+from vaalloc.lpae._checks import shown
 from vaalloc.lpae.fastwalk import LeafFn, leaf_fn, root_frame_ok, success_path_lines
 from vaalloc.lpae.geometry import Format
 from vaalloc.lpae.memory import PhysicalMemory
@@ -343,8 +344,7 @@ def _bad_address(fmt: Format, kind: int) -> Callable[[object], RangeError]:
     what = "hyp virtual address" if kind == HYP else "IPA"
 
     def bad(va: object) -> RangeError:
-        shown = f"{va:#x}" if isinstance(va, int) and not isinstance(va, bool) else repr(va)
-        return RangeError(f"{shown} is not a {fmt.ia_reg_bits}-bit {what} of {fmt.name}")
+        return RangeError(f"{shown(va)} is not a {fmt.ia_reg_bits}-bit {what} of {fmt.name}")
 
     return bad
 
