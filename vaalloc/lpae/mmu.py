@@ -312,11 +312,7 @@ class MMU:
     def _refusal(self, regime: Regime, va: int, a: int) -> FaultError:
         """The permission fault of a refused access, at the level of the leaf that refused it
         (the cached entry, or a fresh walk when caching is off)."""
-        entry = None
-        for shift in regime.shifts:
-            entry = self.tlb.lookup(regime.key(va, shift))
-            if entry is not None:
-                break
+        entry = self._cached(regime, va)
         if entry is not None:
             level = entry.level
         else:  # caching off: the walk that refused it says where
@@ -374,11 +370,17 @@ class MMU:
             return error.fault
         if self.hits == hits_before:  # a miss: report the walk in full
             return walk(self.mem, regime.fmt, regime.root, va, _NAMES[a])
+        entry = self._cached(regime, va)
+        assert entry is not None, "a TLB hit left no entry"
+        return self._entry_translation(regime, va, pa, entry)
+
+    def _cached(self, regime: Regime, va: int) -> TLBEntry | None:
+        """The TLB entry ``regime`` holds for ``va`` (any leaf size), or None; counts nothing."""
         for shift in regime.shifts:
             entry = self.tlb.lookup(regime.key(va, shift))
             if entry is not None:
-                return self._entry_translation(regime, va, pa, entry)
-        raise AssertionError("a TLB hit left no entry")  # pragma: no cover
+                return entry
+        return None
 
     @staticmethod
     def _entry_translation(regime: Regime, va: int, pa: int, entry: TLBEntry) -> Translation:
@@ -494,11 +496,7 @@ class MMU:
         s2 = self._need(self._s2, "stage2_entry", "set_stage2")
         if isinstance(ipa, bool) or not isinstance(ipa, int):
             raise RangeError(f"{self!r}.stage2_entry: address {ipa!r} is not an integer")
-        for shift in s2.shifts:
-            entry = self.tlb.lookup(s2.key(ipa, shift))
-            if entry is not None:
-                return entry
-        return None
+        return self._cached(s2, ipa)
 
     def guest_pa(
         self, va: int, access: str = "read", user: bool = False, _bits: dict[str, int] = ACCESS_BITS
@@ -615,7 +613,7 @@ class MMU:
             pa = self._run(s2, va, a, what)
             if pa < 0:
                 raise self._refusal(s2, va, a)
-            return pa, self.tlb.lookup(s2.key(va, s2.shifts[0])) or _NO_ENTRY
+            return pa, _NO_ENTRY  # only guest_pa takes this branch, and it wants the PA
         if isinstance(va, bool) or not isinstance(va, int) or not 0 <= va < s1.geo.ia_reg_limit:
             raise RangeError(f"{self!r}: {shown(va)} is not a guest address of {s1.fmt.name}")
         for shift in s1.shifts:
