@@ -48,12 +48,7 @@ def _fault_source(level: int, translate: bool) -> str:
 def _leaf_lines(geo: Geometry, level: int, indent: str, translate: bool) -> list[str]:
     """Source for the checks on a leaf found at ``level`` (address size, AF, permissions)."""
     low = (1 << geo.shifts[level]) - 1
-    if translate:
-        fault = (
-            "raise FaultError(Fault({kind!r}, " + str(level) + ", va, stage=STAGE, access=NAME[a]))"
-        )
-    else:
-        fault = "return (d, " + str(level) + ", tbl, {kind!r})"
+    fault = _fault_source(level, translate)
     lines = [
         f"{indent}if d & {geo.oa_excess}:",
         f"{indent}    " + fault.format(kind="address-size"),

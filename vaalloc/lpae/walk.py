@@ -292,20 +292,17 @@ def permission_lines(geo: Geometry, indent: str, *, tables: bool = True) -> list
         return [f"{indent}m = PERMS[d & {LEAF_PERM_BITS}]"]
     if not geo.stage1:
         return [f"{indent}m = LUT[((d >> 6) & 3) | ((d >> 52) & 4)]"]
-    lines = [
+    return [
         f"{indent}ap = (d >> 6) & 3",
         f"{indent}x = ((d >> 52) & 4) | ((d >> 50) & 8)",  # XN -> bit 2, PXN -> bit 3
+        f"{indent}if tbl:",
+        f"{indent}    if tbl >> 62 & 1:",  # APTable[1]: read-only below
+        f"{indent}        ap |= 2",
+        f"{indent}    if tbl >> 61 & 1:",  # APTable[0]: no unprivileged access below
+        f"{indent}        ap &= 2",
+        f"{indent}    x |= ((tbl >> 58) & 4) | ((tbl >> 56) & 8)",  # XNTable, PXNTable
+        f"{indent}m = LUT[ap | x]",
     ]
-    if tables:
-        lines += [
-            f"{indent}if tbl:",
-            f"{indent}    if tbl >> 62 & 1:",  # APTable[1]: read-only below
-            f"{indent}        ap |= 2",
-            f"{indent}    if tbl >> 61 & 1:",  # APTable[0]: no unprivileged access below
-            f"{indent}        ap &= 2",
-            f"{indent}    x |= ((tbl >> 58) & 4) | ((tbl >> 56) & 8)",  # XNTable, PXNTable
-        ]
-    return [*lines, f"{indent}m = LUT[ap | x]"]
 
 
 def permissions(geo: Geometry, desc: int, tbl: int) -> int:
