@@ -121,6 +121,10 @@ P2M_RAM_RW: Final = 1
 P2M_RAM_RO: Final = 2
 # Mainline arm32 never got a log-dirty type; vaalloc uses the first value Xen leaves free.
 P2M_RAM_LOGDIRTY: Final = 7
+# The type field as it stands in a descriptor (``desc & P2M_TYPE_MASK``) for the two types
+# log-dirty flips between.
+P2M_RW_TYPE_BITS: Final = P2M_RAM_RW << P2M_TYPE_SHIFT
+P2M_LOGDIRTY_TYPE_BITS: Final = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 
 # --- Descriptors Xen writes (the bit names themselves live in vaalloc.lpae.descriptor) ----
 P2M_PERM_MASK: Final = XN | S2AP_WRITE | S2AP_READ  # 0x00400000000000C0: compared on a fault
@@ -134,9 +138,9 @@ _P2M_COMMON: Final = AF | (0b10 << 8) | S2AP_READ | (0xF << 2) | VALID
 # write=0 reads as AP[2]=0 (writable), AF=1, XN=1. So the view is a normal Xen data mapping.
 P2M_TABLE_ATTRS: Final = _P2M_COMMON | TABLE | XN
 # A RAM leaf (page at L3, 0b11; block at L2, 0b01) of type ram_rw: read/write, executable.
-P2M_RAM_RW_ATTRS: Final = _P2M_COMMON | S2AP_WRITE | (P2M_RAM_RW << P2M_TYPE_SHIFT)
+P2M_RAM_RW_ATTRS: Final = _P2M_COMMON | S2AP_WRITE | P2M_RW_TYPE_BITS
 # The same leaf while log-dirty tracks it and it is clean: write-protected, type ram_logdirty.
-P2M_RAM_LOGDIRTY_ATTRS: Final = _P2M_COMMON | (P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT)
+P2M_RAM_LOGDIRTY_ATTRS: Final = _P2M_COMMON | P2M_LOGDIRTY_TYPE_BITS
 
 # Xen's own mappings (page.h, mfn_to_xen_entry): XN, nG, AF, SH=outer, NS, AP[1]=1, WRITEALLOC.
 XEN_ENTRY_ATTRS: Final = XN | NG | AF | (0b10 << 8) | (1 << 6) | (1 << 5) | (0b111 << 2) | VALID

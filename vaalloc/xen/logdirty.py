@@ -29,10 +29,10 @@ from vaalloc.lpae.descriptor import ADDR_MASK_40, S2AP_WRITE, is_block, is_table
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     LPAE_ENTRY_MASK,
-    P2M_RAM_LOGDIRTY,
+    P2M_LOGDIRTY_TYPE_BITS,
     P2M_RAM_RW,
+    P2M_RW_TYPE_BITS,
     P2M_TYPE_MASK,
-    P2M_TYPE_SHIFT,
     PAGE_SHIFT,
     PAGE_SIZE,
     SECOND_SHIFT,
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LogDirty"]
 
-_TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
-_TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 #: peek(clean=True) switches to a whole-p2m pass when dirty pages exceed RAM / this.
 _BULK_CLEAN_FRACTION = 8
 
@@ -226,7 +224,7 @@ class LogDirty:
         if is_table(l2):
             pass  # the common case: a level-3 table below
         elif is_block(l2):
-            if l2 & P2M_TYPE_MASK == _TYPE_LOGDIRTY:
+            if l2 & P2M_TYPE_MASK == P2M_LOGDIRTY_TYPE_BITS:
                 # Break-before-make: the 2MB entry may sit in any CPU's TLB, so it goes from
                 # every TLB between the invalid entry and the new table.
                 d.stage2.split_block(ipa, lambda: self.core.flush_guest_all(d))
@@ -241,11 +239,11 @@ class LogDirty:
             raise MappingError(f"d{d.domid}: no p2m mapping at IPA {ipa:#x}")
         leaf = lookup.read_leaf(cpu, d, ipa)
         kind = leaf & P2M_TYPE_MASK
-        if kind == _TYPE_LOGDIRTY and leaf & 1:
+        if kind == P2M_LOGDIRTY_TYPE_BITS and leaf & 1:
             lookup.write_leaf(cpu, d, ipa, leaf_to_rw(leaf))
             ledger.counts["p2m_pte_writes"] += 1
             d.dirty.add(ipa >> PAGE_SHIFT)
-        elif kind == _TYPE_RW and leaf & S2AP_WRITE:
+        elif kind == P2M_RW_TYPE_BITS and leaf & S2AP_WRITE:
             ledger.add("spurious_faults")
         else:
             raise MappingError(

@@ -30,12 +30,12 @@ from vaalloc.xen.layout import (
     LPAE_ENTRIES,
     LPAE_ENTRY_MASK,
     P2M_IPA_BITS,
-    P2M_RAM_LOGDIRTY,
+    P2M_LOGDIRTY_TYPE_BITS,
     P2M_RAM_LOGDIRTY_ATTRS,
-    P2M_RAM_RW,
     P2M_RAM_RW_ATTRS,
     P2M_ROOT_ENTRIES,
     P2M_ROOT_PAGES,
+    P2M_RW_TYPE_BITS,
     P2M_TABLE_ATTRS,
     P2M_TYPE_MASK,
     P2M_TYPE_SHIFT,
@@ -58,13 +58,11 @@ __all__ = [
 #: Callback ``(level, ipa, old, new)`` told of every level-1/level-2 entry change.
 P2MChange = Callable[[int, int, int, int], None]
 
-_TYPE_RW = P2M_RAM_RW << P2M_TYPE_SHIFT
-_TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
 # ram_rw + writable <-> ram_logdirty + read-only is one XOR: the write bit and the type bits
 # that differ between the two types. Only entries matching exactly (type and write bit) flip.
 _MATCH_MASK = P2M_TYPE_MASK | S2AP_WRITE
-_RW_WRITABLE = _TYPE_RW | S2AP_WRITE
-_FLIP = S2AP_WRITE | (_TYPE_RW ^ _TYPE_LOGDIRTY)
+_RW_WRITABLE = P2M_RW_TYPE_BITS | S2AP_WRITE
+_FLIP = S2AP_WRITE | (P2M_RW_TYPE_BITS ^ P2M_LOGDIRTY_TYPE_BITS)
 
 
 def _word(what: str, desc: object) -> RangeError:
@@ -92,7 +90,7 @@ def leaf_to_rw(desc: int) -> int:
     Raises RangeError for a ``desc`` that is not an int."""
     if desc.__class__ is not int:
         raise _word("leaf_to_rw", desc)
-    return desc ^ _FLIP if desc & _MATCH_MASK == _TYPE_LOGDIRTY else desc
+    return desc ^ _FLIP if desc & _MATCH_MASK == P2M_LOGDIRTY_TYPE_BITS else desc
 
 
 def _flip_table(values: list[int], match: int) -> tuple[list[int], int]:
@@ -115,7 +113,7 @@ def _protect_table(values: list[int]) -> tuple[list[int], int]:
 
 def _unprotect_table(values: list[int]) -> tuple[list[int], int]:
     """Bulk :func:`leaf_to_rw` over one table; returns the new table and #changed."""
-    return _flip_table(values, _TYPE_LOGDIRTY)
+    return _flip_table(values, P2M_LOGDIRTY_TYPE_BITS)
 
 
 class P2M:
@@ -601,4 +599,4 @@ class P2M:
 def _is_tracked_block(desc: int) -> bool:
     """A block whose type log-dirty write-protects or has write-protected."""
     kind = desc & _MATCH_MASK
-    return kind in (_RW_WRITABLE, _TYPE_LOGDIRTY)
+    return kind in (_RW_WRITABLE, P2M_LOGDIRTY_TYPE_BITS)

@@ -35,9 +35,8 @@ from vaalloc.lpae.descriptor import ADDR_MASK_40, is_block, is_table
 from vaalloc.xen.domheap import Domheap
 from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
-    P2M_RAM_LOGDIRTY,
+    P2M_LOGDIRTY_TYPE_BITS,
     P2M_TYPE_MASK,
-    P2M_TYPE_SHIFT,
     PAGE_SHIFT,
     PAGE_SIZE,
     SECOND_SHIFT,
@@ -56,12 +55,10 @@ DIRECTMAP_VIRT_START = 0x0000_8000_0000_0000
 #: Xen's arm64 hyp stage 1 (TTBR0_EL2): 48-bit VA, 4KB granule, non-VHE EL2.
 XEN64_S1 = aarch64_s1(48, regime="el2")
 
-_TYPE_LOGDIRTY = P2M_RAM_LOGDIRTY << P2M_TYPE_SHIFT
-
 
 def _will_write(leaf: int) -> bool:
     """True if the log-dirty handler writes ``leaf`` back (a valid ``ram_logdirty`` leaf)."""
-    return leaf & P2M_TYPE_MASK == _TYPE_LOGDIRTY and bool(leaf & 1)
+    return leaf & P2M_TYPE_MASK == P2M_LOGDIRTY_TYPE_BITS and bool(leaf & 1)
 
 
 class DomheapWalk(P2MLookup):
