@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from vaalloc.errors import RangeError
 from vaalloc.xen import layout as L
-from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slots_for_ram, third_va
+from vaalloc.xen.vlptmath import (
+    gb_span,
+    loop_page_va,
+    second_va,
+    slots_for_ram,
+    third_va,
+    view_bases,
+)
 
 
 def test_layout_derivations() -> None:
@@ -82,3 +89,27 @@ def test_gb_span_bad_input() -> None:
         gb_span(L.GUEST_RAM_BASE, 0)
     assert slots_for_ram(L.GUEST_RAM_BASE, 1) == 1
     assert slots_for_ram(L.GUEST_RAM_BASE + L.GB - 4096, 8192) == 2
+
+
+@given(
+    first_slot=st.integers(L.VLPT_FIRST_SLOT, L.VLPT_END_SLOT - 2),
+    first_gb=st.integers(0, 1000),
+    data=st.data(),
+)
+def test_view_bases_give_the_same_addresses_as_third_and_second_va(
+    first_slot: int, first_gb: int, data: st.DataObject
+) -> None:
+    nr = data.draw(st.integers(1, L.VLPT_END_SLOT - 1 - first_slot))
+    ipa = data.draw(st.integers(first_gb << 30, ((first_gb + nr) << 30) - 1))
+    leaf_base, second_base = view_bases(L.VLPT_LOOP_SLOT, first_slot, first_gb)
+    assert leaf_base + (ipa >> 12) * 8 == third_va(first_slot, first_gb, nr, ipa)
+    assert second_base + (ipa >> 30) * 4096 + ((ipa >> 21) & 511) * 8 == second_va(
+        L.VLPT_LOOP_SLOT, first_slot, first_gb, nr, ipa
+    )
+
+
+def test_view_bases_refuse_a_slot_outside_the_window() -> None:
+    with pytest.raises(RangeError, match="slot 63"):
+        view_bases(L.VLPT_LOOP_SLOT, 63, 0)
+    with pytest.raises(RangeError, match="first_gb"):
+        view_bases(L.VLPT_LOOP_SLOT, 64, -1)

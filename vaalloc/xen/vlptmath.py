@@ -48,6 +48,7 @@ __all__ = [
     "slot_va",
     "slots_for_ram",
     "third_va",
+    "view_bases",
 ]
 
 
@@ -135,3 +136,24 @@ def second_va(loop_slot: int, first_slot: int, first_gb: int, nr_slots: int, ipa
     rel = _gb_index(first_slot, first_gb, nr_slots, ipa)
     page = loop_page_va(loop_slot, first_slot + rel)
     return page + ((ipa >> SECOND_SHIFT) & LPAE_ENTRY_MASK) * PTE_SIZE
+
+
+def view_bases(loop_slot: int, first_slot: int, first_gb: int) -> tuple[int, int]:
+    """``(leaf_base, second_base)`` for a run of slots from ``first_slot`` showing p2m
+    first-level entries from ``first_gb`` on: what a fault handler adds an IPA's offsets to,
+    so that each of its accesses costs one add and no bounds checks.  For every ``ipa`` the
+    run covers::
+
+        third_va(...)  == leaf_base + (ipa >> 12) * 8
+        second_va(...) == second_base + (ipa >> 30) * 4096 + ((ipa >> 21) & 511) * 8
+
+    The bases themselves may lie below the window (the run starts at ``first_gb``, not 0).
+    Raises RangeError for a slot outside the window or a ``first_gb`` that is not an int
+    of at least 0. O(1).
+    """
+    _check_slot(loop_slot, "view_bases")
+    _check_slot(first_slot, "view_bases")
+    check_int(first_gb, "view_bases", "first_gb", 0)
+    leaf_base = slot_va(first_slot) - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * PTE_SIZE
+    second_base = loop_page_va(loop_slot, first_slot) - first_gb * PAGE_SIZE
+    return leaf_base, second_base

@@ -22,8 +22,6 @@ from vaalloc.xen.hypervisor import Hypervisor, check_core
 from vaalloc.xen.layout import (
     FIRST_SHIFT,
     PAGE_SHIFT,
-    PAGE_SIZE,
-    PTE_SIZE,
     SECOND_SHIFT,
     SECOND_SIZE,
     VLPT_FIRST_SLOT,
@@ -33,7 +31,7 @@ from vaalloc.xen.layout import (
     VLPT_VIRT_START,
 )
 from vaalloc.xen.lookup.base import P2MLookup, leaf_view_page, slot_pages, slot_value
-from vaalloc.xen.vlptmath import gb_span, loop_page_va, second_va, slot_va, third_va
+from vaalloc.xen.vlptmath import gb_span, second_va, slot_va, third_va, view_bases
 
 if TYPE_CHECKING:
     from vaalloc.xen.domain import Domain
@@ -160,9 +158,7 @@ class PartitionedVLPT(P2MLookup):
             ) from None
         first_slot = va >> SECOND_SHIFT
         self.runs[d.domid] = SlotRun(first_slot, first_gb, nr)
-        leaf_base = va - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * PTE_SIZE
-        second_base = loop_page_va(VLPT_LOOP_SLOT, first_slot) - first_gb * PAGE_SIZE
-        self._bases[d.domid] = (leaf_base, second_base)
+        self._bases[d.domid] = view_bases(VLPT_LOOP_SLOT, first_slot, first_gb)
 
     def on_enable(self, d: Domain) -> None:
         """Copy ``d``'s p2m first-level entries into its slots (one xen_second write each).

@@ -64,14 +64,13 @@ from vaalloc.xen.layout import (
     FIRST_SHIFT,
     LPAE_ENTRIES,
     PAGE_SHIFT,
-    PAGE_SIZE,
     SECOND_SHIFT,
     VLPT_DOMAIN_SLOTS,
     VLPT_FIRST_SLOT,
     VLPT_LOOP_SLOT,
 )
 from vaalloc.xen.lookup.base import P2MLookup, leaf_view_page, slot_pages, slot_value
-from vaalloc.xen.vlptmath import gb_span, loop_page_va, slot_va
+from vaalloc.xen.vlptmath import gb_span, view_bases
 
 __all__ = ["FLUSH_MODES", "SwitchedVLPT"]
 
@@ -254,9 +253,7 @@ class SwitchedVLPT(P2MLookup):
                 stale.append((slot, was))
         self.installed[cpu] = new
         if new is not None:
-            leaf_base = slot_va(base) - ((first_gb << FIRST_SHIFT) >> PAGE_SHIFT) * 8
-            second_base = loop_page_va(VLPT_LOOP_SLOT, base) - first_gb * PAGE_SIZE
-            self._bases[cpu] = (leaf_base, second_base)
+            self._bases[cpu] = view_bases(VLPT_LOOP_SLOT, base, first_gb)
         if stale:
             self._flush_stale(cpu, stale, local)
 
