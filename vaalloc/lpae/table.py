@@ -53,6 +53,15 @@ FlushHook = Callable[[int, int], None]
 _PERMISSION_BITS = (3 << 6) | (1 << 53) | (1 << 54) | (0xF << 55) | (1 << 10)
 
 
+def _classify(desc: int, level: int, first_block_level: int) -> tuple[bool, bool]:
+    """``(is_leaf, is_table)`` of ``desc`` at ``level``, the one reading the plan and the
+    change both follow: at level 3 0b11 is a page and anything else translates nothing;
+    above it 0b11 is a table and 0b01 a block where the format has blocks at that level."""
+    if level == 3:
+        return desc & 3 == 3, False
+    return desc & 3 == 1 and level >= first_block_level, desc & 3 == 3
+
+
 class _Txn:
     """Undo journal of one changing call (see the module docstring).
 
@@ -655,11 +664,7 @@ class PageTable:
                     va += n << shift
                     continue
             old = self._read(slot)
-            if level == 3:
-                is_leaf, is_table = old & 3 == 3, False
-            else:
-                is_leaf = old & 3 == 1 and level >= fmt.first_block_level
-                is_table = old & 3 == 3
+            is_leaf, is_table = _classify(old, level, fmt.first_block_level)
             child = self._owned_child(old, level)
             if not (is_leaf or is_table):
                 if not missing_ok:
@@ -767,11 +772,7 @@ class PageTable:
                     continue
             old = self._read(slot)
             child = self._owned_child(old, level)
-            if level == 3:  # 0b11 is a page; anything else translates nothing
-                is_leaf, is_table = old & 3 == 3, False
-            else:
-                is_leaf = old & 3 == 1 and level >= fmt.first_block_level
-                is_table = old & 3 == 3
+            is_leaf, is_table = _classify(old, level, fmt.first_block_level)
             if not (is_leaf or is_table):
                 if not missing_ok:  # pragma: no cover - the plan found it first
                     raise MappingError(f"{self!r}.{op}: {va:#x} is not mapped")
