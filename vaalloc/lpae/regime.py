@@ -53,7 +53,8 @@ Lookup = Callable[[int, int], int]
 
 #: ``lookup_many(addrs, access_bit, refused) -> PAs``: ``[lookup(a) for a in addrs]`` with the
 #: same effects, the walk inlined into the loop and the counters added once; the first refusal
-#: raises ``refused(addr, access_bit)`` (an exception), any other fault FaultError.
+#: raises ``refused(addr, access_bit)`` (an exception), any other fault FaultError.  The
+#: addresses must be checked ints in ``[0, ia_reg_limit)``: the batch trusts them.
 LookupMany = Callable[[Iterable[int], int, Callable[[int, int], Exception]], list[int]]
 
 #: ``check(addr, entry, access_bit)``: the stale-entry detector, run on every hit when enabled.
@@ -306,7 +307,9 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool, align
     else:
         lines += ["    lookup = miss", ""]
     # lookup_many: the same access for each item of a batch, the walk inlined, the counters
-    # kept in locals; anything unusual goes through miss(), which counts for itself.
+    # kept in locals; anything unusual goes through miss(), which counts for itself.  Its
+    # caller (MMU.guest_pa_many) has checked every item is an int in [0, ia_reg_limit), so
+    # only the bound of the translated range is left to test here.
     lines += [
         "    def lookup_many(vas, a, refused):",
         "        out = []",
@@ -318,7 +321,7 @@ def _source(geo: Geometry, kind: int, cache: bool, lru: bool, stale: bool, align
     if cache:
         lines += _probe_lines(geo, "                ", lru, stale, many)
     lines += [
-        f"                if va.__class__ is int and 0 <= va < {geo.ia_limit}:",
+        f"                if va < {geo.ia_limit}:",
         "                    misses += 1",
         "                    try:",
         *_walk_lines(geo, "                        ", cache, stage2, aligned, many),
