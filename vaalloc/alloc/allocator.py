@@ -25,7 +25,8 @@ Hooks a subclass overrides (documented where defined): ``_alloc_locked``, ``_rel
 ``_bind_search``, ``_free_extents``, ``_mode_problem``, ``_snapshot_extra``,
 ``_restore_extra``, ``_install_extra`` and the ``vm_*`` properties.  A subclass registers
 itself for a policy name (``class X(RangeAllocator, policy="..."``) so that the factory
-classmethods find it without this module importing it.
+classmethods find it without this module importing it (an import cycle, which the
+import-linter contracts forbid).
 
 Locking: one ``threading.Lock`` per instance, taken by every public call.  ``carve`` takes the
 parent's lock only; ``release`` takes the child's, then (in the parent's ``reclaim``) the
@@ -72,8 +73,6 @@ _SNAPSHOT_KEYS = frozenset(
     {"format", "name", "start", "end", "granule", "policy", "guard", "allocations", "carves"}
 )
 
-#: A policy search: (nr, align, phase, nocross, lo, hi) -> (hole id, start) or None.
-Search = Callable[[int, int, int, int, "int | None", "int | None"], "tuple[int, int] | None"]
 #: Raises SnapshotError with the reason (used while validating a snapshot).
 Bad = Callable[[str], SnapshotError]
 
@@ -232,6 +231,7 @@ class RangeAllocator:
             FIRST_FIT: index.first_fit,
             BEST_FIT: index.best_fit,
             INSTANT_FIT: index.instant_fit,
+            XEN_VMAP: index.first_fit,  # what XenVmapAllocator._alloc_locked searches with
         }[self._policy]
 
     @classmethod
@@ -383,8 +383,8 @@ class RangeAllocator:
         """Hook: :meth:`alloc` with the lock held (also what :meth:`carve` allocates with)."""
         if nr.__class__ is not int or nr < 1:
             raise RangeError(f"{self._label}: nr={nr!r} must be an int of at least 1")
-        if align.__class__ is not int or align != 1:
-            align = check_power_of_two(align, "align", self._label)
+        if align.__class__ is not int or align < 1 or align & (align - 1):
+            align = check_power_of_two(align, "align", self._label)  # raises: says why
         if self._released:
             raise RangeError(f"{self._label} was released; it manages nothing")
         if phase or nocross:

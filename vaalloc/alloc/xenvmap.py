@@ -118,9 +118,6 @@ class XenVmapAllocator(RangeAllocator, policy=XEN_VMAP):
 
     # -- vm_alloc / vm_free -----------------------------------------------------------------
 
-    def _bind_search(self) -> None:
-        self._search = self._index.first_fit
-
     def _alloc_locked(
         self,
         nr: int,
@@ -222,7 +219,7 @@ class XenVmapAllocator(RangeAllocator, policy=XEN_VMAP):
         vm_low = self._vm_low if state is None else state
         assert isinstance(vm_low, int)
         top = index.top
-        first_top = xen_geometry(geo.vm_end, self._granule).vm_top
+        first_top = geo.vm_top
         if not (top == geo.vm_end or (top - first_top) % geo.step == 0) or top < first_top:
             return f"vm_top={top} is not a reachable value"
         if not geo.vm_low <= vm_low <= top:
